@@ -1,0 +1,33 @@
+# Everything runs from .venv/, built by `make install` from uv.lock with only Python 3.11+
+# and make on the machine: uv itself is bootstrapped into the venv from PyPI.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint unit integration clean
+
+install: $(STAMP)
+
+$(STAMP): uv.lock pyproject.toml shared_schemas/pyproject.toml api_service/pyproject.toml worker_service/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --python $(BIN)/python
+	@touch $(STAMP)
+
+# The whole stack in the foreground: redis, an SMTP catcher, the API and one worker.
+run: install
+	$(BIN)/python -m devtools.run_stack
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared_schemas/src api_service/src worker_service/src tests devtools
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

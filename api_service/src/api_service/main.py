@@ -1,0 +1,61 @@
+"""The ASGI app: ``uvicorn api_service.main:app``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from api_service.auth import KeyRing
+from api_service.dispatch import Dispatcher, make_producer_app
+from api_service.errors import install_error_handlers
+from api_service.routes import router
+from api_service.settings import ApiSettings
+from api_service.task_store import TaskStore
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.keyring = KeyRing([key.get_secret_value() for key in settings.api_keys])
+        app.state.task_store = TaskStore(
+            settings.celery_result_backend, settings.result_ttl, settings.redis_timeout
+        )
+        app.state.dispatcher = Dispatcher(
+            make_producer_app(settings), settings.publish_concurrency
+        )
+        yield
+        await app.state.task_store.close()
+        app.state.dispatcher.close()
+
+    app = FastAPI(
+        title="Email dispatch API",
+        version="0.1.0",
+        description=(
+            "Queue emails for background delivery and follow them to the end. "
+            "Authenticate with `Authorization: Bearer <api key>`."
+        ),
+        lifespan=lifespan,
+        # Starlette's limiter: 413 on Content-Length, or as soon as a streamed body
+        # passes the limit, before it is parsed.
+        max_body_size=settings.max_request_bytes,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def _load_settings() -> ApiSettings:
+    try:
+        return ApiSettings()  # type: ignore[call-arg]  # filled from the environment
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        sys.exit(f"api_service: bad configuration: {problems}")
+
+
+app = create_app(_load_settings())

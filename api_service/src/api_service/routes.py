@@ -1,0 +1,140 @@
+"""The HTTP endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from api_service.auth import Caller
+from api_service.dispatch import Dispatcher
+from api_service.errors import BackendUnavailable
+from api_service.task_store import TaskStore
+from shared_schemas.email import SendEmailRequest
+from shared_schemas.status import TaskState, TaskStatus
+from shared_schemas.tasks import SEND_EMAIL
+
+router = APIRouter()
+
+_EXAMPLE_ID = "0b5f8a52-4c1e-4f4e-9d8f-3a2d1c7b6e01"
+
+
+class TaskAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": _EXAMPLE_ID,
+                    "status": "PENDING",
+                    "status_url": f"http://127.0.0.1:8000/task-status/{_EXAMPLE_ID}",
+                }
+            ]
+        }
+    )
+
+    task_id: str
+    status: TaskState = TaskState.PENDING
+    status_url: str = Field(description="Where to poll for the outcome; also in Location.")
+
+
+_STATUS_EXAMPLE: dict[str, Any] = {
+    "task_id": _EXAMPLE_ID,
+    "task": SEND_EMAIL,
+    "status": "SUCCESS",
+    "submitted_at": "2026-11-22T10:00:00.000000+00:00",
+    "started_at": "2026-11-22T10:00:00.004000+00:00",
+    "finished_at": "2026-11-22T10:00:00.020000+00:00",
+    "retries": 0,
+    "result": {
+        "message_id": f"<{_EXAMPLE_ID}@example.com>",
+        "accepted": ["alice@example.com", "bob@example.com"],
+        "rejected": [],
+        "sent_at": "2026-11-22T10:00:00.019000+00:00",
+    },
+    "error": None,
+}
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or unknown API key (with a WWW-Authenticate header)."},
+    503: {"description": "Redis did not answer; nothing was queued. Retry later."},
+}
+
+
+def _dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
+def _store(request: Request) -> TaskStore:
+    store: TaskStore = request.app.state.task_store
+    return store
+
+
+@router.post(
+    "/send-email",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    responses={
+        **_AUTH_RESPONSES,
+        413: {"description": "The request body is over MAX_REQUEST_BYTES."},
+        422: {"description": "The request is not a valid email; the detail says where."},
+    },
+    summary="Queue an email for delivery",
+)
+async def send_email(
+    email: SendEmailRequest, owner: Caller, request: Request, response: Response
+) -> TaskAccepted:
+    """Accepts the email and answers 202 once the broker holds the task.
+
+    Poll `status_url` for the outcome.
+    """
+    task_id = str(uuid.uuid4())
+    store = _store(request)
+    # Record first: a fast worker may finish before publish returns, and the
+    # status endpoint must already know the id.
+    await store.record_submission(task_id, SEND_EMAIL, owner)
+    try:
+        await _dispatcher(request).publish(SEND_EMAIL, email, task_id)
+    except BackendUnavailable:
+        await store.forget_submission(task_id)
+        raise
+    status_url = str(request.url_for("task_status", task_id=task_id))
+    response.headers["Location"] = status_url
+    return TaskAccepted(task_id=task_id, status_url=status_url)
+
+
+@router.get(
+    "/task-status/{task_id}",
+    name="task_status",
+    response_model=TaskStatus,
+    responses={
+        200: {"content": {"application/json": {"example": _STATUS_EXAMPLE}}},
+        404: {"description": "No task with this id was submitted with this key."},
+        **_AUTH_RESPONSES,
+    },
+    summary="The status and outcome of a queued task",
+)
+async def task_status(
+    task_id: Annotated[uuid.UUID, Path(description="The id POST /send-email returned.")],
+    owner: Caller,
+    request: Request,
+) -> TaskStatus:
+    found = await _store(request).status(str(task_id), owner)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
+    return found
+
+
+@router.get("/healthz", summary="Liveness: the process is up (does not check Redis)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: Redis answers")
+async def readyz(request: Request, response: Response) -> dict[str, Any]:
+    redis_ok = await _store(request).ping()
+    if not redis_ok:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {"status": "ok" if redis_ok else "unavailable", "checks": {"redis": redis_ok}}

@@ -1,0 +1,40 @@
+"""API configuration, read from the environment."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from shared_schemas.settings import QueueSettings
+
+
+class ApiSettings(QueueSettings):
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        description="Comma-separated bearer keys that may call the API (API_KEYS)."
+    )
+    max_request_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        gt=0,
+        description="Largest request body accepted; larger ones get 413 (MAX_REQUEST_BYTES).",
+    )
+    publish_concurrency: int = Field(
+        default=32,
+        gt=0,
+        description="Publishes in flight at once, and the broker connection pool size.",
+    )
+    redis_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds before a broker or result-store call is given up as unavailable.",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [key.strip() for key in value.split(",") if key.strip()]
+        if not value:
+            raise ValueError("set API_KEYS to at least one key (comma-separated)")
+        return value

@@ -1,0 +1,133 @@
+"""Submission records and task status, read straight from the result store.
+
+Reads use redis.asyncio, so status queries never block the event loop. Celery's
+own ``AsyncResult`` would, and would also answer PENDING for ids nobody issued.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery.backends.base import KeyValueStoreBackend
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from api_service.errors import BackendUnavailable, ContractViolation
+from shared_schemas import records
+from shared_schemas.status import TaskError, TaskState, TaskStatus
+from shared_schemas.tasks import TASKS
+
+# The key Celery's key-value result backends store a task's meta under.
+_META_PREFIX = KeyValueStoreBackend.task_keyprefix
+
+
+class TaskStore:
+    def __init__(self, url: str, result_ttl: int, timeout: float) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+        )
+        self._result_ttl = result_ttl
+
+    async def record_submission(self, task_id: str, task_name: str, owner: str) -> None:
+        key = records.record_key(task_id)
+        fields = {
+            records.TASK: task_name,
+            records.OWNER: owner,
+            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
+        }
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)
+                # The worker extends this when the task finishes, so the record
+                # outlives the result it describes.
+                pipe.expire(key, self._result_ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"could not record {task_id}: {exc!r}") from exc
+
+    async def forget_submission(self, task_id: str) -> None:
+        """Undo a record whose publish failed, so the id is not reported as PENDING."""
+        try:
+            await self._redis.delete(records.record_key(task_id))
+        except (RedisError, OSError):
+            pass  # it expires on its own
+
+    async def status(self, task_id: str, owner: str) -> TaskStatus | None:
+        """The task's status, or None if this caller never submitted it."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(records.record_key(task_id))
+                pipe.get(f"{_META_PREFIX}{task_id}")
+                record, raw_meta = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"could not read {task_id}: {exc!r}") from exc
+        if not record or record.get(records.OWNER) != owner:
+            return None
+        meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
+        return _build_status(task_id, record, meta)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
+    task_name = record[records.TASK]
+    raw_state = meta.get("status")
+    state = TaskState(raw_state) if raw_state in TaskState.__members__ else TaskState.PENDING
+    retries = int(record.get(records.RETRIES, 0))
+    result = None
+    error = None
+    if state is TaskState.SUCCESS:
+        result = _typed_result(task_name, task_id, meta.get("result"))
+    elif state in (TaskState.FAILURE, TaskState.RETRY, TaskState.REVOKED):
+        error = _error_from(meta.get("result"))
+    finished_at = meta.get("date_done") if state in _FINISHED else None
+    return TaskStatus(
+        task_id=task_id,
+        task=task_name,
+        status=state,
+        submitted_at=datetime.fromisoformat(record[records.SUBMITTED_AT]),
+        started_at=record.get(records.STARTED_AT),
+        finished_at=finished_at,
+        retries=retries,
+        result=result,
+        error=error,
+    )
+
+
+_FINISHED = {TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED}
+
+
+def _typed_result(task_name: str, task_id: str, raw: Any) -> Any:
+    contract = TASKS.get(task_name)
+    if contract is None:
+        raise ContractViolation(f"task {task_id} ran {task_name!r}, which has no contract")
+    try:
+        return contract.result.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractViolation(
+            f"task {task_id} finished, but its result does not match the {task_name} "
+            f"contract: {exc.error_count()} error(s)"
+        ) from exc
+
+
+def _error_from(raw: Any) -> TaskError | None:
+    """Celery stores an exception as {exc_type, exc_message: [args...], exc_module}."""
+    if not isinstance(raw, dict) or "exc_type" not in raw:
+        return None
+    message = raw.get("exc_message", "")
+    if isinstance(message, list | tuple):
+        message = "; ".join(str(part) for part in message)
+    return TaskError(type=str(raw["exc_type"]), message=str(message))

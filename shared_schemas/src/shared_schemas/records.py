@@ -1,0 +1,21 @@
+"""The per-task record both services keep in Redis beside Celery's own result.
+
+Celery answers PENDING for any id it has never heard of, so the API records each
+submission; the worker adds when the task first started. The record lives at least
+as long as the task's result (see ``QueueSettings.result_ttl``).
+"""
+
+from __future__ import annotations
+
+KEY_PREFIX = "email-dispatch:task:"
+
+# Hash fields.
+TASK = "task"
+OWNER = "owner"
+SUBMITTED_AT = "submitted_at"
+STARTED_AT = "started_at"
+RETRIES = "retries"
+
+
+def record_key(task_id: str) -> str:
+    return f"{KEY_PREFIX}{task_id}"

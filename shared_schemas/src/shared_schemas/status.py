@@ -1,0 +1,42 @@
+"""The status of a submitted task, as the API reports it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from shared_schemas.email import EmailResult
+
+
+class TaskState(StrEnum):
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+
+# One entry per task result model; a union once there is more than one task.
+TaskResult = EmailResult
+
+
+class TaskError(BaseModel):
+    type: str = Field(description="The error's class, e.g. SMTPRecipientsRefused.")
+    message: str
+
+
+class TaskStatus(BaseModel):
+    task_id: str
+    task: str = Field(description="The task name, e.g. email.send.")
+    status: TaskState
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    retries: int = 0
+    result: TaskResult | None = Field(default=None, description="Set when status is SUCCESS.")
+    error: TaskError | None = Field(
+        default=None, description="Set on FAILURE, and on RETRY with the error being retried."
+    )

@@ -1,0 +1,39 @@
+"""Task names and what each task takes and returns: the dispatch table of the pair.
+
+The API publishes by these names; the worker registers handlers under them. A task
+name is namespaced (``<domain>.<verb>``) so later jobs do not collide with email.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared_schemas.email import EmailResult, SendEmailRequest
+
+SEND_EMAIL = "email.send"
+
+
+@dataclass(frozen=True)
+class TaskContract:
+    """A task's name, the keyword its payload travels under, and its models."""
+
+    name: str
+    argument: str
+    payload: type[BaseModel]
+    result: type[BaseModel]
+
+    def kwargs(self, payload: BaseModel) -> dict[str, Any]:
+        """The JSON-ready keyword arguments a publisher sends for ``payload``."""
+        if not isinstance(payload, self.payload):
+            raise TypeError(f"{self.name} takes {self.payload.__name__}, not {type(payload)}")
+        return {self.argument: payload.model_dump(mode="json", exclude_defaults=True)}
+
+
+TASKS: dict[str, TaskContract] = {
+    SEND_EMAIL: TaskContract(
+        name=SEND_EMAIL, argument="email", payload=SendEmailRequest, result=EmailResult
+    ),
+}

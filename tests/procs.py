@@ -1,0 +1,147 @@
+"""Start and stop the real processes the integration tests run against."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import redis
+
+from devtools.redis_binary import find_redis_server
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    condition: Callable[[], object], *, timeout: float = 20.0, interval: float = 0.02, what: str
+) -> None:
+    """Poll ``condition`` until it is truthy; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Proc:
+    """A child process whose output goes to a log file the tests can read."""
+
+    def __init__(self, name: str, cmd: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._log.close()
+
+
+class RedisServer:
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        data = log_dir / f"redis-{self.port}"
+        data.mkdir()
+        self.proc = Proc(
+            f"redis-{self.port}",
+            [
+                find_redis_server(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(data),
+                "--save", "",
+                "--appendonly", "no",
+            ],  # fmt: skip
+            {},
+            log_dir,
+        )
+        self.client = redis.Redis(port=self.port, socket_timeout=5)
+        wait_for(self._pings, what="redis-server to answer PING")
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def _pings(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            assert self.proc.alive(), self.proc.log()
+            return False
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.stop()
+
+
+def start_worker(name: str, env: Mapping[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
+    proc = Proc(
+        name,
+        [
+            str(BIN / "celery"), "-A", "worker_service", "worker",
+            "--loglevel", "INFO", "--concurrency", str(concurrency),
+            "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
+        ],  # fmt: skip
+        env,
+        log_dir,
+    )
+
+    def ready() -> bool:
+        assert proc.alive(), f"worker {name} exited:\n{proc.log()}"
+        return " ready." in proc.log()
+
+    wait_for(ready, timeout=60, what=f"worker {name} to be ready")
+    return proc
+
+
+def start_api(env: Mapping[str, str], log_dir: Path, name: str = "api") -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc(
+        name,
+        [str(BIN / "uvicorn"), "api_service.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        log_dir,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.alive(), f"API exited:\n{proc.log()}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=30, what="the API to listen")
+    return proc, base_url

@@ -1,0 +1,58 @@
+"""The worker's Celery app: ``celery -A worker_service worker``."""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+from pydantic import ValidationError
+
+from worker_service.settings import WorkerSettings
+
+
+def load_settings() -> WorkerSettings:
+    try:
+        return WorkerSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        sys.exit(f"worker_service: bad configuration: {problems}")
+
+
+def make_celery(settings: WorkerSettings) -> Celery:
+    app = Celery("worker_service")
+    app.conf.update(
+        broker_url=settings.celery_broker_url,
+        result_backend=settings.celery_result_backend,
+        # JSON only, both ways: a pickle message must never run code here.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # STARTED is part of the status the API reports.
+        task_track_started=True,
+        result_expires=settings.result_ttl,
+        # Ack after the task returns, not when it is received: a worker that dies
+        # mid-send leaves the message in Redis to be redelivered instead of losing it.
+        task_acks_late=True,
+        # With late acks each process holds at most one unacked message beyond the
+        # one it runs, so a crash strands little and long queues spread across nodes.
+        worker_prefetch_multiplier=1,
+        # Redis redelivers a message not acked within this time to another worker
+        # (kombu's Redis transport "visibility timeout"). It must exceed the longest
+        # time a task can be held unacked, or a slow task runs twice.
+        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
+        result_backend_transport_options={
+            "visibility_timeout": settings.celery_visibility_timeout
+        },
+        # If the broker connection drops, cancel the running late-ack tasks rather
+        # than run them on while their messages are redelivered elsewhere.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+    )
+    return app
+
+
+settings = load_settings()
+app = make_celery(settings)

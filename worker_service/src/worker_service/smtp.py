@@ -1,0 +1,71 @@
+"""Hand a message to the SMTP server and report what it did with each recipient."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from shared_schemas.email import RejectedRecipient
+from worker_service.errors import PermanentDeliveryError, TransientDeliveryError
+from worker_service.settings import SmtpSecurity, WorkerSettings
+
+
+@dataclass
+class Delivery:
+    accepted: list[str]
+    rejected: list[RejectedRecipient] = field(default_factory=list)
+
+
+def _reply_text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _connect(settings: WorkerSettings) -> smtplib.SMTP:
+    host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout
+    if settings.smtp_security is SmtpSecurity.TLS:
+        client: smtplib.SMTP = smtplib.SMTP_SSL(
+            host, port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        client = smtplib.SMTP(host, port, timeout=timeout)
+    client.ehlo()
+    if settings.smtp_security is SmtpSecurity.STARTTLS:
+        client.starttls(context=ssl.create_default_context())
+        client.ehlo()
+    if settings.smtp_username:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+        client.login(settings.smtp_username, password)
+    return client
+
+
+def deliver(message: EmailMessage, recipients: list[str], settings: WorkerSettings) -> Delivery:
+    """Send ``message`` to ``recipients`` (the envelope, Bcc included)."""
+    try:
+        with _connect(settings) as client:
+            refused = client.send_message(
+                message, from_addr=settings.sender_address, to_addrs=recipients
+            )
+    except smtplib.SMTPRecipientsRefused as exc:
+        reasons = "; ".join(
+            f"{address}: {code} {_reply_text(reply)}"
+            for address, (code, reply) in exc.recipients.items()
+        )
+        if all(500 <= code < 600 for code, _ in exc.recipients.values()):
+            raise PermanentDeliveryError(f"every recipient was refused: {reasons}") from None
+        raise TransientDeliveryError(f"recipients refused: {reasons}") from None
+    except smtplib.SMTPResponseException as exc:
+        text = f"SMTP {exc.smtp_code} {_reply_text(exc.smtp_error)}"
+        if 500 <= exc.smtp_code < 600:
+            raise PermanentDeliveryError(text) from None
+        raise TransientDeliveryError(text) from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise TransientDeliveryError(f"SMTP connection failed: {exc!r}") from None
+
+    rejected = [
+        RejectedRecipient(address=address, code=code, reason=_reply_text(reply))
+        for address, (code, reply) in refused.items()
+    ]
+    accepted = [address for address in recipients if address not in refused]
+    return Delivery(accepted=accepted, rejected=rejected)
