@@ -71,25 +71,47 @@ def main() -> int:
     }
     redis_cmd = [
         find_redis_server(),
-        "--port", str(redis_port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--save", "",
-    ]  # fmt: skip
+        "--port",
+        str(redis_port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+    ]
     smtp_cmd = [
-        str(BIN / "python"), "-m", "aiosmtpd", "-n",
-        "-l", f"127.0.0.1:{smtp_port}",
-        "-c", "aiosmtpd.handlers.Debugging",
-    ]  # fmt: skip
+        str(BIN / "python"),
+        "-m",
+        "aiosmtpd",
+        "-n",
+        "-l",
+        f"127.0.0.1:{smtp_port}",
+        "-c",
+        "aiosmtpd.handlers.Debugging",
+    ]
     api_cmd = [
-        str(BIN / "uvicorn"), "api_service.main:app",
-        "--host", "127.0.0.1", "--port", str(api_port),
-    ]  # fmt: skip
+        str(BIN / "uvicorn"),
+        "api_service.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(api_port),
+    ]
     worker_cmd = [
-        str(BIN / "celery"), "-A", "worker_service", "worker",
-        "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker1@%h",
-    ]  # fmt: skip
+        str(BIN / "celery"),
+        "-A",
+        "worker_service",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "2",
+        "--hostname",
+        "worker1@%h",
+    ]
 
     print(_banner(f"http://127.0.0.1:{api_port}", first_key, generated), flush=True)
     manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))

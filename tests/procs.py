@@ -78,12 +78,17 @@ class RedisServer:
             f"redis-{self.port}",
             [
                 find_redis_server(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(data),
-                "--save", "",
-                "--appendonly", "no",
-            ],  # fmt: skip
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             {},
             log_dir,
         )
@@ -109,10 +114,19 @@ def start_worker(name: str, env: Mapping[str, str], log_dir: Path, concurrency: 
     proc = Proc(
         name,
         [
-            str(BIN / "celery"), "-A", "worker_service", "worker",
-            "--loglevel", "INFO", "--concurrency", str(concurrency),
-            "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
-        ],  # fmt: skip
+            str(BIN / "celery"),
+            "-A",
+            "worker_service",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         env,
         log_dir,
     )

@@ -29,7 +29,7 @@ class RecordingHandler:
         self.received: list[Received] = []
         self._lock = threading.Lock()
 
-    async def handle_RCPT(
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         if address.startswith(REFUSED_PREFIX):
@@ -37,17 +37,15 @@ class RecordingHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(  # noqa: N802 - aiosmtpd hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
         assert isinstance(envelope.content, bytes)
         # On the wire lines end in CRLF; parse as a mail reader would, with plain newlines.
-        parsed = message_from_bytes(
-            envelope.content.replace(b"\r\n", b"\n"), policy=policy.default
-        )
+        parsed = message_from_bytes(envelope.content.replace(b"\r\n", b"\n"), policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         with self._lock:
-            self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed)
-            )
+            self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed))
         return "250 Message accepted for delivery"
 
 
@@ -71,7 +69,9 @@ class SmtpSink:
             )
         ]
 
-    def wait_for_messages(self, count: int, timeout: float = 30, **header_match: str) -> list[Received]:
+    def wait_for_messages(
+        self, count: int, timeout: float = 30, **header_match: str
+    ) -> list[Received]:
         wait_for(
             lambda: len(self.messages(**header_match)) >= count,
             timeout=timeout,

@@ -85,7 +85,8 @@ def test_mail_is_delivered_with_envelope_headers_and_body(stack: Stack) -> None:
     assert message.get_content_type() == "multipart/alternative"
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
-    assert text is not None and html is not None
+    assert text is not None
+    assert html is not None
     assert text.get_content().rstrip("\n") == payload["body"]
     assert html.get_content().rstrip("\n") == payload["html"]
 

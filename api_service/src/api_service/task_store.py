@@ -6,6 +6,7 @@ own ``AsyncResult`` would, and would also answer PENDING for ids nobody issued.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -22,21 +23,27 @@ from shared_schemas.tasks import TASKS
 
 # The key Celery's key-value result backends store a task's meta under.
 _META_PREFIX = KeyValueStoreBackend.task_keyprefix
+_MAX_CONNECTIONS = 64
 
 
 class TaskStore:
     def __init__(self, url: str, result_ttl: int, timeout: float) -> None:
-        self._redis = aioredis.Redis.from_url(
+        # A blocking pool: under a burst, requests wait (up to ``timeout``) for a free
+        # connection instead of failing at the pool's limit.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._result_ttl = result_ttl
 
     async def record_submission(self, task_id: str, task_name: str, owner: str) -> None:
         key = records.record_key(task_id)
-        fields = {
+        fields: dict[Any, str] = {
             records.TASK: task_name,
             records.OWNER: owner,
             records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
@@ -53,10 +60,9 @@ class TaskStore:
 
     async def forget_submission(self, task_id: str) -> None:
         """Undo a record whose publish failed, so the id is not reported as PENDING."""
-        try:
+        # If this fails too, the record expires on its own.
+        with contextlib.suppress(RedisError, OSError):
             await self._redis.delete(records.record_key(task_id))
-        except (RedisError, OSError):
-            pass  # it expires on its own
 
     async def status(self, task_id: str, owner: str) -> TaskStatus | None:
         """The task's status, or None if this caller never submitted it."""
@@ -85,7 +91,7 @@ class TaskStore:
 def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
     task_name = record[records.TASK]
     raw_state = meta.get("status")
-    state = TaskState(raw_state) if raw_state in TaskState.__members__ else TaskState.PENDING
+    state = TaskState(str(raw_state)) if raw_state in TaskState.__members__ else TaskState.PENDING
     retries = int(record.get(records.RETRIES, 0))
     result = None
     error = None

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    JsonValue,
     model_validator,
 )
 
@@ -35,7 +36,7 @@ def _single_line(value: str) -> str:
 AddressList = Annotated[list[EmailStr], BeforeValidator(_as_list)]
 HeaderText = Annotated[str, AfterValidator(_single_line)]
 
-_REQUEST_EXAMPLE = {
+_REQUEST_EXAMPLE: dict[str, JsonValue] = {
     "to": ["alice@example.com"],
     "cc": ["bob@example.com"],
     "subject": "Your receipt",

@@ -43,9 +43,7 @@ def make_celery(settings: WorkerSettings) -> Celery:
         # (kombu's Redis transport "visibility timeout"). It must exceed the longest
         # time a task can be held unacked, or a slow task runs twice.
         broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
-        result_backend_transport_options={
-            "visibility_timeout": settings.celery_visibility_timeout
-        },
+        result_backend_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
         # If the broker connection drops, cancel the running late-ack tasks rather
         # than run them on while their messages are redelivered elsewhere.
         worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -1,0 +1,179 @@
+"""Bad requests get a precise 4xx and change nothing: no task enqueued, no record kept.
+
+These run against an API whose Redis database no worker reads, so anything it
+enqueued would still be there to see.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack
+
+VALID: dict[str, Any] = {"to": "alice@example.com", "subject": "Hi", "body": "Hello"}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    payload = {**VALID, **changes}
+    return {key: value for key, value in payload.items() if value is not ...}
+
+
+BAD_PAYLOADS = {
+    "invalid address": (_with(to="not-an-address"), ["body", "to", 0]),
+    "address smuggling a header": (
+        _with(to="alice@example.com\r\nBcc: eve@example.com"),
+        ["body", "to", 0],
+    ),
+    "invalid cc": (_with(cc=["bob@example.com", "bob@"]), ["body", "cc", 1]),
+    "invalid reply_to": (_with(reply_to="x@y@z"), ["body", "reply_to"]),
+    "missing to": (_with(to=...), ["body", "to"]),
+    "empty to": (_with(to=[]), ["body", "to"]),
+    "too many recipients": (
+        _with(
+            to=[f"user{i}@example.com" for i in range(30)],
+            bcc=[f"bcc{i}@example.com" for i in range(21)],
+        ),
+        ["body"],
+    ),
+    "subject with CRLF": (_with(subject="Hi\r\nBcc: eve@example.com"), ["body", "subject"]),
+    "subject with LF": (_with(subject="Hi\nthere"), ["body", "subject"]),
+    "empty subject": (_with(subject=""), ["body", "subject"]),
+    "subject too long": (_with(subject="x" * 999), ["body", "subject"]),
+    "missing body": (_with(body=...), ["body", "body"]),
+    "html not text": (_with(html=["<p>"]), ["body", "html"]),
+    "unknown field": (_with(too="bob@example.com"), ["body", "too"]),
+}
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"), list(BAD_PAYLOADS.values()), ids=list(BAD_PAYLOADS.keys())
+)
+def test_invalid_email_is_refused_with_its_location(
+    quiet_api: QuietApi, payload: dict[str, Any], loc: list[Any]
+) -> None:
+    with quiet_api.client() as client:
+        response = client.post("/send-email", json=payload)
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert any(error["loc"] == loc for error in errors), errors
+    assert all(error["msg"] for error in errors)
+    assert quiet_api.redis.dbsize() == 0, "a refused request left something in Redis"
+
+
+def test_too_many_recipients_message_names_the_limit(quiet_api: QuietApi) -> None:
+    payload = _with(to=[f"user{i}@example.com" for i in range(51)])
+    with quiet_api.client() as client:
+        response = client.post("/send-email", json=payload)
+    assert response.status_code == 422
+    assert "at most 50 recipients" in response.text
+
+
+def test_malformed_json_is_refused(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.post(
+            "/send-email", content=b'{"to": ', headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert quiet_api.redis.dbsize() == 0
+
+
+def test_oversized_body_is_413(quiet_api: QuietApi) -> None:
+    huge = _with(body="x" * (3 * 1024 * 1024))
+    with quiet_api.client() as client:
+        response = client.post("/send-email", json=huge)
+    assert response.status_code == 413
+    assert response.text == "Content Too Large"
+    assert quiet_api.redis.dbsize() == 0
+
+
+def test_oversized_streamed_body_without_length_is_413(quiet_api: QuietApi) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"to": "alice@example.com", "subject": "Hi", "body": "'
+        for _ in range(48):
+            yield b"x" * 65536
+        yield b'"}'
+
+    with quiet_api.client() as client:
+        response = client.post(
+            "/send-email", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert quiet_api.redis.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-key"},
+        {"Authorization": f"Basic {API_KEY}"},
+        {"Authorization": API_KEY},
+    ],
+    ids=["missing", "wrong key", "basic scheme", "no scheme"],
+)
+def test_missing_or_wrong_key_is_401_on_both_endpoints(
+    quiet_api: QuietApi, headers: dict[str, str]
+) -> None:
+    import httpx
+
+    with httpx.Client(base_url=quiet_api.base_url, headers=headers) as client:
+        post = client.post("/send-email", json=VALID)
+        get = client.get(f"/task-status/{uuid.uuid4()}")
+    for response in (post, get):
+        assert response.status_code == 401, response.text
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert quiet_api.redis.dbsize() == 0
+
+
+def test_unknown_task_id_is_404(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.get(f"/task-status/{uuid.uuid4()}")
+    assert response.status_code == 404
+
+
+def test_malformed_task_id_is_422(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.get("/task-status/not-a-uuid")
+    assert response.status_code == 422
+
+
+def test_accepted_task_without_a_worker_stays_pending_and_is_queued(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.post("/send-email", json=VALID)
+        assert response.status_code == 202
+        task_id = response.json()["task_id"]
+        status = client.get(f"/task-status/{task_id}").json()
+    try:
+        assert status["status"] == "PENDING"
+        assert status["started_at"] is None
+        assert status["result"] is None
+        assert quiet_api.redis.llen("celery") == 1, "the 202 came before the broker had it"
+    finally:
+        quiet_api.redis.flushdb()
+
+
+def test_a_task_is_invisible_to_other_keys(stack: Stack) -> None:
+    with stack.client() as owner, stack.client(OTHER_API_KEY) as other:
+        task_id = owner.post("/send-email", json=VALID).json()["task_id"]
+        assert owner.get(f"/task-status/{task_id}").status_code == 200
+        assert other.get(f"/task-status/{task_id}").status_code == 404
+
+
+def test_health_and_openapi_with_examples(quiet_api: QuietApi) -> None:
+    import httpx
+
+    with httpx.Client(base_url=quiet_api.base_url) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/docs").status_code == 200
+        spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/send-email"]["post"]
+    get = spec["paths"]["/task-status/{task_id}"]["get"]
+    assert "202" in post["responses"]
+    assert spec["components"]["schemas"]["SendEmailRequest"]["examples"]
+    assert spec["components"]["schemas"]["TaskAccepted"]["examples"]
+    assert get["responses"]["200"]["content"]["application/json"]["example"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -1,0 +1,80 @@
+"""The worker validates what it receives; a bad message fails visibly and the worker goes on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from api_service.auth import fingerprint
+from shared_schemas import records
+from shared_schemas.tasks import SEND_EMAIL
+from tests.conftest import API_KEY, Stack
+from tests.test_end_to_end import unique_subject, wait_until_finished
+
+
+@pytest.fixture
+def producer(stack: Stack) -> Iterator[Celery]:
+    """A bare publisher, as a buggy or outdated client of the queue would be."""
+    app = Celery("raw-producer", broker=stack.env["CELERY_BROKER_URL"], set_as_current=False)
+    app.conf.update(task_serializer="json")
+    yield app
+    app.close()
+
+
+def _publish_raw(stack: Stack, producer: Celery, kwargs: dict[str, Any]) -> str:
+    task_id = str(uuid.uuid4())
+    client = redis.Redis.from_url(stack.env["CELERY_RESULT_BACKEND"])
+    client.hset(
+        records.record_key(task_id),
+        mapping={
+            records.TASK: SEND_EMAIL,
+            records.OWNER: fingerprint(API_KEY),
+            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
+        },
+    )
+    client.expire(records.record_key(task_id), 600)
+    client.close()
+    producer.send_task(SEND_EMAIL, kwargs=kwargs, task_id=task_id)
+    return task_id
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        (
+            {"email": {"to": ["bad-address"], "subject": "s", "body": "b"}},
+            "to.0: value is not a valid email address",
+        ),
+        (
+            {"email": {"to": "a@example.com", "subject": "s\r\nBcc: x@example.com", "body": "b"}},
+            "subject: Value error, must be a single line",
+        ),
+        ({"email": {"to": "a@example.com"}}, "subject: Field required"),
+        ({}, "missing a required argument: 'email'"),
+        ({"mail": {}}, "missing a required argument: 'email'"),
+    ],
+    ids=["bad address", "header injection", "missing fields", "no payload", "wrong keyword"],
+)
+def test_invalid_message_fails_with_the_reason_and_the_worker_goes_on(
+    stack: Stack, producer: Celery, kwargs: dict[str, Any], expected: str
+) -> None:
+    task_id = _publish_raw(stack, producer, kwargs)
+    with stack.client() as client:
+        status = wait_until_finished(client, task_id)
+        assert status["status"] == "FAILURE", status
+        assert status["error"]["type"] == "InvalidPayload"
+        assert expected in status["error"]["message"]
+
+        subject = unique_subject("after a bad message")
+        response = client.post(
+            "/send-email", json={"to": "ok@example.com", "subject": subject, "body": "ok"}
+        )
+        assert wait_until_finished(client, response.json()["task_id"])["status"] == "SUCCESS"
+    assert stack.worker.alive()
+    stack.smtp.wait_for_messages(1, Subject=subject)
