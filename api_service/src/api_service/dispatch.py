@@ -37,8 +37,6 @@ def make_producer_app(settings: ApiSettings) -> Celery:
         broker_transport_options={
             "socket_connect_timeout": timeout,
             "socket_timeout": timeout,
-            # Same as the worker's: kombu keeps it on the message's queue bookkeeping.
-            "visibility_timeout": settings.celery_visibility_timeout,
         },
     )
     return app
@@ -67,13 +65,14 @@ class Dispatcher:
             task_name,
             kwargs=kwargs,
             task_id=task_id,
-            # A few quick reconnect attempts, bounded so a caller gets 503, not a hang.
+            # One quick reconnect (a Redis restart drops pooled connections), bounded
+            # so that with REDIS_TIMEOUT=2 a caller gets 503 within 5 s, not a hang.
             retry=True,
             retry_policy={
-                "max_retries": 2,
-                "interval_start": 0,
-                "interval_step": 0.25,
-                "interval_max": 0.5,
+                "max_retries": 1,
+                "interval_start": 0.2,
+                "interval_step": 0,
+                "interval_max": 0.2,
             },
         )
 

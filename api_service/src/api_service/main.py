@@ -12,21 +12,22 @@ from pydantic import ValidationError
 from api_service.auth import KeyRing
 from api_service.dispatch import Dispatcher, make_producer_app
 from api_service.errors import install_error_handlers
+from api_service.idempotency import IdempotencyKeys
 from api_service.routes import router
 from api_service.settings import ApiSettings
-from api_service.task_store import TaskStore
+from api_service.task_store import TaskStore, connect
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.keyring = KeyRing([key.get_secret_value() for key in settings.api_keys])
-        app.state.task_store = TaskStore(
-            settings.celery_result_backend, settings.result_ttl, settings.redis_timeout
-        )
+        redis_client = connect(settings.celery_result_backend, settings.redis_timeout)
+        app.state.task_store = TaskStore(redis_client, settings.result_ttl)
+        app.state.idempotency = IdempotencyKeys(redis_client, settings.idempotency_ttl)
         app.state.dispatcher = Dispatcher(make_producer_app(settings), settings.publish_concurrency)
         yield
-        await app.state.task_store.close()
+        await redis_client.aclose()
         app.state.dispatcher.close()
 
     app = FastAPI(

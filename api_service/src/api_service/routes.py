@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_service.auth import Caller
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable
+from api_service.idempotency import IdempotencyConflict, IdempotencyKeys, payload_digest
 from api_service.task_store import TaskStore
 from shared_schemas.email import SendEmailRequest
 from shared_schemas.status import TaskState, TaskStatus
@@ -78,28 +79,67 @@ def _store(request: Request) -> TaskStore:
     response_model=TaskAccepted,
     responses={
         **_AUTH_RESPONSES,
+        409: {"description": "The Idempotency-Key was used before with another email."},
         413: {"description": "The request body is over MAX_REQUEST_BYTES."},
         422: {"description": "The request is not a valid email; the detail says where."},
     },
     summary="Queue an email for delivery",
 )
 async def send_email(
-    email: SendEmailRequest, owner: Caller, request: Request, response: Response
+    email: SendEmailRequest,
+    owner: Caller,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description=(
+                "Retry-safe submissions: the same key with the same email returns the "
+                "first task instead of sending again (for IDEMPOTENCY_TTL seconds)."
+            ),
+        ),
+    ] = None,
 ) -> TaskAccepted:
     """Accepts the email and answers 202 once the broker holds the task.
 
     Poll `status_url` for the outcome.
     """
     task_id = str(uuid.uuid4())
+    keys: IdempotencyKeys = request.app.state.idempotency
+    if idempotency_key is not None:
+        try:
+            first = await keys.claim(owner, idempotency_key, payload_digest(email), task_id)
+        except IdempotencyConflict:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "this Idempotency-Key was already used with a different email; "
+                "use a new key for a new email",
+            ) from None
+        if first != task_id:
+            response.headers["Idempotent-Replayed"] = "true"
+            return _accepted(request, response, first)
+
     store = _store(request)
-    # Record first: a fast worker may finish before publish returns, and the
-    # status endpoint must already know the id.
-    await store.record_submission(task_id, SEND_EMAIL, owner)
     try:
-        await _dispatcher(request).publish(SEND_EMAIL, email, task_id)
+        # Record first: a fast worker may finish before publish returns, and the
+        # status endpoint must already know the id.
+        await store.record_submission(task_id, SEND_EMAIL, owner)
+        try:
+            await _dispatcher(request).publish(SEND_EMAIL, email, task_id)
+        except BackendUnavailable:
+            await store.forget_submission(task_id)
+            raise
     except BackendUnavailable:
-        await store.forget_submission(task_id)
+        if idempotency_key is not None:
+            await keys.release(owner, idempotency_key)
         raise
+    return _accepted(request, response, task_id)
+
+
+def _accepted(request: Request, response: Response, task_id: str) -> TaskAccepted:
     status_url = str(request.url_for("task_status", task_id=task_id))
     response.headers["Location"] = status_url
     return TaskAccepted(task_id=task_id, status_url=status_url)

@@ -24,8 +24,13 @@ class ApiSettings(QueueSettings):
         gt=0,
         description="Publishes in flight at once, and the broker connection pool size.",
     )
+    idempotency_ttl: int = Field(
+        default=86_400,
+        gt=0,
+        description="Seconds an Idempotency-Key is remembered (IDEMPOTENCY_TTL).",
+    )
     redis_timeout: float = Field(
-        default=3.0,
+        default=2.0,
         gt=0,
         description="Seconds before a broker or result-store call is given up as unavailable.",
     )

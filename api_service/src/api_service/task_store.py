@@ -6,6 +6,7 @@ own ``AsyncResult`` would, and would also answer PENDING for ids nobody issued.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from datetime import UTC, datetime
@@ -24,21 +25,29 @@ from shared_schemas.tasks import TASKS
 # The key Celery's key-value result backends store a task's meta under.
 _META_PREFIX = KeyValueStoreBackend.task_keyprefix
 _MAX_CONNECTIONS = 64
+_CLEANUP_TIMEOUT = 1.0
+
+
+def connect(url: str, timeout: float) -> aioredis.Redis:
+    """The API's async client for the result store.
+
+    A blocking pool: under a burst, requests wait (up to ``timeout``) for a free
+    connection instead of failing at the pool's limit; every call is bounded too.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=_MAX_CONNECTIONS,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 class TaskStore:
-    def __init__(self, url: str, result_ttl: int, timeout: float) -> None:
-        # A blocking pool: under a burst, requests wait (up to ``timeout``) for a free
-        # connection instead of failing at the pool's limit.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=_MAX_CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+    def __init__(self, client: aioredis.Redis, result_ttl: int) -> None:
+        self._redis = client
         self._result_ttl = result_ttl
 
     async def record_submission(self, task_id: str, task_name: str, owner: str) -> None:
@@ -60,9 +69,11 @@ class TaskStore:
 
     async def forget_submission(self, task_id: str) -> None:
         """Undo a record whose publish failed, so the id is not reported as PENDING."""
-        # If this fails too, the record expires on its own.
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.delete(records.record_key(task_id))
+        # Bounded: the caller is already answering 503. If this fails too, the
+        # record expires on its own.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(_CLEANUP_TIMEOUT):
+                await self._redis.delete(records.record_key(task_id))
 
     async def status(self, task_id: str, owner: str) -> TaskStatus | None:
         """The task's status, or None if this caller never submitted it."""
@@ -83,9 +94,6 @@ class TaskStore:
             return bool(await self._redis.ping())
         except (RedisError, OSError):
             return False
-
-    async def close(self) -> None:
-        await self._redis.aclose()
 
 
 def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:

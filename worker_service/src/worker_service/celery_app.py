@@ -36,13 +36,34 @@ def make_celery(settings: WorkerSettings) -> Celery:
         # Ack after the task returns, not when it is received: a worker that dies
         # mid-send leaves the message in Redis to be redelivered instead of losing it.
         task_acks_late=True,
+        # A pool child killed mid-task (OOM, segfault) is retried, counted against
+        # the task's max_retries (Celery 5.7), so a mail that kills its process
+        # fails after EMAIL_MAX_RETRIES instead of being requeued forever.
+        task_reject_on_worker_lost=True,
+        task_retry_on_worker_lost=True,
+        # Bound every attempt: the soft limit lets the task retry cleanly, the hard
+        # limit kills a child stuck beyond it. Both count in the visibility arithmetic.
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=settings.task_time_limit - 2,
+        # On SIGTERM (with REMAP_SIGTERM=SIGQUIT, see the Dockerfile) running sends get
+        # this long to finish; the rest are cancelled and, being unacked, requeued.
+        worker_soft_shutdown_timeout=settings.worker_soft_shutdown_timeout,
         # With late acks each process holds at most one unacked message beyond the
         # one it runs, so a crash strands little and long queues spread across nodes.
         worker_prefetch_multiplier=1,
         # Redis redelivers a message not acked within this time to another worker
         # (kombu's Redis transport "visibility timeout"). It must exceed the longest
         # time a task can be held unacked, or a slow task runs twice.
-        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.celery_visibility_timeout,
+            # kombu scans for unacked messages past their visibility timeout only every
+            # interval x throttle seconds (10 x 10 by default). Scan every 5 s, so a
+            # crashed worker's tasks come back within the timeout plus 5 s.
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+            # The scan's lock; a worker killed while holding it blocks scans this long.
+            "unacked_mutex_expire": 30,
+        },
         result_backend_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
         # If the broker connection drops, cancel the running late-ack tasks rather
         # than run them on while their messages are redelivered elsewhere.

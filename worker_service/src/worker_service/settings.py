@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.utils import parseaddr
 from enum import StrEnum
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared_schemas.settings import QueueSettings
 
@@ -27,8 +27,25 @@ class WorkerSettings(QueueSettings):
         default="no-reply@example.com",
         description="The From header and envelope sender: 'addr' or 'Name <addr>'.",
     )
-    email_max_retries: int = Field(default=5, ge=0)
-    email_retry_base_delay: float = Field(default=10.0, ge=0)
+    email_max_retries: int = Field(
+        default=5, ge=0, description="Retries after a transient failure or a lost worker."
+    )
+    email_retry_base_delay: float = Field(
+        default=10.0, ge=0, description="Seconds before the first retry; doubles each time."
+    )
+    email_retry_max_delay: float = Field(
+        default=300.0, ge=0, description="Longest wait between two retries."
+    )
+    task_time_limit: int = Field(
+        default=120,
+        ge=5,
+        description="Seconds a send may run before it is stopped and retried.",
+    )
+    worker_soft_shutdown_timeout: float = Field(
+        default=15.0,
+        ge=0,
+        description="Seconds running sends get to finish after SIGTERM before they are requeued.",
+    )
 
     @field_validator("mail_from")
     @classmethod
@@ -37,6 +54,21 @@ class WorkerSettings(QueueSettings):
         if "@" not in address or any(ch in value for ch in "\r\n"):
             raise ValueError("MAIL_FROM must be an address or 'Name <address>'")
         return value
+
+    @model_validator(mode="after")
+    def _visibility_covers_longest_hold(self) -> WorkerSettings:
+        # With late acks a message stays unacknowledged from fetch to finish. A retry
+        # is a new message with a countdown that the worker holds, unacked, until it
+        # is due, and then runs for up to the time limit. Redis must not redeliver it
+        # in that time, or it would run twice.
+        longest_hold = self.email_retry_max_delay + self.task_time_limit
+        if self.celery_visibility_timeout <= longest_hold:
+            raise ValueError(
+                f"CELERY_VISIBILITY_TIMEOUT ({self.celery_visibility_timeout}s) must exceed "
+                f"EMAIL_RETRY_MAX_DELAY + TASK_TIME_LIMIT ({longest_hold:g}s), or a task "
+                "waiting for its retry could be delivered twice"
+            )
+        return self
 
     @property
     def sender_address(self) -> str:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from shared_schemas.email import RejectedRecipient
 from worker_service.errors import PermanentDeliveryError, TransientDeliveryError
 from worker_service.settings import SmtpSecurity, WorkerSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,29 +44,54 @@ def _connect(settings: WorkerSettings) -> smtplib.SMTP:
     return client
 
 
-def deliver(message: EmailMessage, recipients: list[str], settings: WorkerSettings) -> Delivery:
-    """Send ``message`` to ``recipients`` (the envelope, Bcc included)."""
+def deliver(
+    message: EmailMessage,
+    recipients: list[str],
+    settings: WorkerSettings,
+    on_accepted: Callable[[Delivery], None],
+) -> Delivery:
+    """Send ``message`` to ``recipients`` (the envelope, Bcc included).
+
+    ``on_accepted`` runs as soon as the server has accepted the mail, before the
+    session is closed, so nothing that can still fail (QUIT) comes in between.
+    Raises PermanentDeliveryError (5xx) or TransientDeliveryError (anything else).
+    """
+    delivery: Delivery | None = None
     try:
         with _connect(settings) as client:
             refused = client.send_message(
                 message, from_addr=settings.sender_address, to_addrs=recipients
             )
-    except smtplib.SMTPRecipientsRefused as exc:
+            delivery = _delivery(recipients, refused)
+            on_accepted(delivery)
+    except (smtplib.SMTPException, OSError) as exc:
+        if delivery is not None:
+            # The mail is out; only closing the session failed.
+            log.warning("SMTP session ended badly after the mail was accepted: %r", exc)
+            return delivery
+        raise _classified(exc) from None
+    assert delivery is not None
+    return delivery
+
+
+def _classified(exc: Exception) -> Exception:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
         reasons = "; ".join(
             f"{address}: {code} {_reply_text(reply)}"
             for address, (code, reply) in exc.recipients.items()
         )
         if all(500 <= code < 600 for code, _ in exc.recipients.values()):
-            raise PermanentDeliveryError(f"every recipient was refused: {reasons}") from None
-        raise TransientDeliveryError(f"recipients refused: {reasons}") from None
-    except smtplib.SMTPResponseException as exc:
+            return PermanentDeliveryError(f"every recipient was refused: {reasons}")
+        return TransientDeliveryError(f"recipients refused: {reasons}")
+    if isinstance(exc, smtplib.SMTPResponseException):
         text = f"SMTP {exc.smtp_code} {_reply_text(exc.smtp_error)}"
         if 500 <= exc.smtp_code < 600:
-            raise PermanentDeliveryError(text) from None
-        raise TransientDeliveryError(text) from None
-    except (smtplib.SMTPException, OSError) as exc:
-        raise TransientDeliveryError(f"SMTP connection failed: {exc!r}") from None
+            return PermanentDeliveryError(text)
+        return TransientDeliveryError(text)
+    return TransientDeliveryError(f"SMTP connection failed: {exc!r}")
 
+
+def _delivery(recipients: list[str], refused: dict[str, tuple[int, bytes]]) -> Delivery:
     rejected = [
         RejectedRecipient(address=address, code=code, reason=_reply_text(reply))
         for address, (code, reply) in refused.items()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, task_retry
 from redis.exceptions import RedisError
 
 from shared_schemas import records
@@ -41,3 +41,12 @@ def _record_finish(task_id: str, task: Task, **_: Any) -> None:
         task.backend.client.expire(records.record_key(task_id), task.app.conf.result_expires)
     except (RedisError, OSError):
         log.warning("could not extend the record of %s", task_id, exc_info=True)
+
+
+@task_retry.connect
+def _record_retry(sender: Task, request: Any, **_: Any) -> None:
+    try:
+        key = records.record_key(request.id)
+        sender.backend.client.hset(key, records.RETRIES, (request.retries or 0) + 1)
+    except (RedisError, OSError):
+        log.warning("could not record a retry of %s", request.id, exc_info=True)

@@ -2,30 +2,78 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from shared_schemas.email import EmailResult, SendEmailRequest
 from shared_schemas.tasks import SEND_EMAIL
+from worker_service.backoff import retry_delay
 from worker_service.celery_app import settings
 from worker_service.contract_task import ContractTask
+from worker_service.delivery_ledger import DeliveryLedger
+from worker_service.errors import TransientDeliveryError
 from worker_service.message import build_message, message_id_for
-from worker_service.smtp import deliver
+from worker_service.smtp import Delivery, deliver
+
+log = logging.getLogger(__name__)
 
 
-@shared_task(name=SEND_EMAIL, bind=True, base=ContractTask, pydantic=True)
+@shared_task(
+    name=SEND_EMAIL,
+    bind=True,
+    base=ContractTask,
+    pydantic=True,
+    max_retries=settings.email_max_retries,
+    # The countdown for a retry after a lost worker (task_retry_on_worker_lost).
+    default_retry_delay=settings.email_retry_base_delay,
+)
 def send_email(self: Task, email: SendEmailRequest) -> EmailResult:
     """Deliver one email over SMTP. Celery validates ``email`` against the shared model."""
     task_id: str = self.request.id
+    ledger = DeliveryLedger(self.backend.client, self.app.conf.result_expires)
+    already = ledger.delivered(task_id)
+    if already is not None:
+        log.warning("task %s was delivered before; not sending it again", task_id)
+        return already
+
     message_id = message_id_for(task_id, settings.sender_address)
     message = build_message(
         email, mail_from=settings.mail_from, message_id=message_id, date=datetime.now(UTC)
     )
-    delivery = deliver(message, email.envelope_recipients(), settings)
-    return EmailResult(
-        message_id=message_id,
-        accepted=delivery.accepted,
-        rejected=delivery.rejected,
-        sent_at=datetime.now(UTC),
+    results: list[EmailResult] = []
+
+    def on_accepted(delivery: Delivery) -> None:
+        result = EmailResult(
+            message_id=message_id,
+            accepted=delivery.accepted,
+            rejected=delivery.rejected,
+            sent_at=datetime.now(UTC),
+        )
+        ledger.mark_delivered(task_id, result)
+        results.append(result)
+
+    try:
+        deliver(message, email.envelope_recipients(), settings, on_accepted)
+    except SoftTimeLimitExceeded:
+        if results:
+            return results[0]
+        stalled = TransientDeliveryError(f"SMTP did not finish within {settings.task_time_limit}s")
+        raise _retry_later(self, stalled) from None
+    except TransientDeliveryError as exc:
+        raise _retry_later(self, exc) from None
+    return results[0]
+
+
+def _retry_later(task: Task, exc: Exception) -> Exception:
+    """Schedule the next attempt; after the last one, Celery re-raises ``exc`` (FAILURE)."""
+    countdown = retry_delay(
+        task.request.retries, settings.email_retry_base_delay, settings.email_retry_max_delay
     )
+    log.info(
+        "task %s: %s; retry %d in %.1fs", task.request.id, exc, task.request.retries + 1, countdown
+    )
+    retry: Exception = task.retry(exc=exc, countdown=countdown)
+    return retry
