@@ -17,6 +17,10 @@ API_KEY = "test-key-alpha"
 OTHER_API_KEY = "test-key-bravo"
 MAIL_FROM = "Test Sender <sender@example.org>"
 QUIET_DB = 5  # a Redis database no worker consumes
+SMTP_TIMEOUT = 5
+MAX_RETRIES = 3
+VISIBILITY_TIMEOUT = 12
+TASK_TIME_LIMIT = 8
 
 
 @dataclass
@@ -62,8 +66,16 @@ def service_env(redis_server: RedisServer, smtp: SmtpSink, db: int = 0) -> dict[
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp.port),
         "SMTP_SECURITY": "none",
-        "SMTP_TIMEOUT": "5",
+        "SMTP_TIMEOUT": str(SMTP_TIMEOUT),
         "MAIL_FROM": MAIL_FROM,
+        # Short delays and limits so fault tests finish in seconds. The visibility
+        # timeout still exceeds EMAIL_RETRY_MAX_DELAY + TASK_TIME_LIMIT, as the worker
+        # insists.
+        "EMAIL_MAX_RETRIES": str(MAX_RETRIES),
+        "EMAIL_RETRY_BASE_DELAY": "0.5",
+        "EMAIL_RETRY_MAX_DELAY": "2",
+        "TASK_TIME_LIMIT": str(TASK_TIME_LIMIT),
+        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
     }
 
 

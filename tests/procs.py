@@ -72,27 +72,21 @@ class Proc:
 class RedisServer:
     def __init__(self, log_dir: Path) -> None:
         self.port = free_port()
-        data = log_dir / f"redis-{self.port}"
-        data.mkdir()
-        self.proc = Proc(
-            f"redis-{self.port}",
-            [
-                find_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(data),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            {},
-            log_dir,
-        )
+        self.log_dir = log_dir
+        self.data = log_dir / f"redis-{self.port}"
+        self.data.mkdir()
         self.client = redis.Redis(port=self.port, socket_timeout=5)
+        self.starts = 0
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again) on the same port, with the data it had written."""
+        self.starts += 1
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data)]
+        args += ["--save", "", "--appendonly", "yes"]
+        self.proc = Proc(
+            f"redis-{self.port}-{self.starts}", [find_redis_server(), *args], {}, self.log_dir
+        )
         wait_for(self._pings, what="redis-server to answer PING")
 
     def url(self, db: int = 0) -> str:

@@ -78,3 +78,25 @@ def test_invalid_message_fails_with_the_reason_and_the_worker_goes_on(
         assert wait_until_finished(client, response.json()["task_id"])["status"] == "SUCCESS"
     assert stack.worker.alive()
     stack.smtp.wait_for_messages(1, Subject=subject)
+
+
+def test_a_task_name_no_worker_knows_fails_visibly(stack: Stack, producer: Celery) -> None:
+    """A rolling deploy: a newer publisher sends a task this worker does not have."""
+    task_id = str(uuid.uuid4())
+    client = redis.Redis.from_url(stack.env["CELERY_RESULT_BACKEND"])
+    client.hset(
+        records.record_key(task_id),
+        mapping={
+            records.TASK: "email.send_v2",
+            records.OWNER: fingerprint(API_KEY),
+            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
+        },
+    )
+    client.close()
+    producer.send_task("email.send_v2", kwargs={}, task_id=task_id)
+    with stack.client() as http:
+        status = wait_until_finished(http, task_id)
+    assert status["status"] == "FAILURE"
+    assert status["error"]["type"] == "NotRegistered"
+    assert "email.send_v2" in status["error"]["message"]
+    assert stack.worker.alive()

@@ -41,13 +41,18 @@ def make_celery(settings: WorkerSettings) -> Celery:
         # fails after EMAIL_MAX_RETRIES instead of being requeued forever.
         task_reject_on_worker_lost=True,
         task_retry_on_worker_lost=True,
-        # Bound every attempt: the soft limit lets the task retry cleanly, the hard
-        # limit kills a child stuck beyond it. Both count in the visibility arithmetic.
+        # A backstop for an attempt stuck beyond SMTP_TIMEOUT per operation: the child
+        # is killed and the task fails with TimeLimitExceeded. It counts in the
+        # visibility arithmetic (settings). No soft limit: billiard can deliver its
+        # signal twice, and a second one inside Task.retry() turns the retry into a
+        # FAILURE (seen with Celery 5.7 during shutdown).
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=settings.task_time_limit - 2,
-        # On SIGTERM (with REMAP_SIGTERM=SIGQUIT, see the Dockerfile) running sends get
-        # this long to finish; the rest are cancelled and, being unacked, requeued.
-        worker_soft_shutdown_timeout=settings.worker_soft_shutdown_timeout,
+        # SIGTERM is Celery's warm shutdown: no new tasks, running sends finish (bounded
+        # by SMTP_TIMEOUT per operation and task_time_limit), prefetched messages go
+        # back to the queue. Soft shutdown (REMAP_SIGTERM=SIGQUIT plus
+        # worker_soft_shutdown_timeout) is deliberately not used: measured with Celery
+        # 5.7 and Redis, its cancel left the running task's message unacked until the
+        # visibility timeout, where warm shutdown loses no time. See docs/.
         # With late acks each process holds at most one unacked message beyond the
         # one it runs, so a crash strands little and long queues spread across nodes.
         worker_prefetch_multiplier=1,

@@ -37,14 +37,12 @@ class WorkerSettings(QueueSettings):
         default=300.0, ge=0, description="Longest wait between two retries."
     )
     task_time_limit: int = Field(
-        default=120,
-        ge=5,
-        description="Seconds a send may run before it is stopped and retried.",
-    )
-    worker_soft_shutdown_timeout: float = Field(
-        default=15.0,
-        ge=0,
-        description="Seconds running sends get to finish after SIGTERM before they are requeued.",
+        default=60,
+        ge=1,
+        description=(
+            "Seconds one attempt may run before its process is killed (TimeLimitExceeded). "
+            "Also the longest a SIGTERM'd worker takes to drain."
+        ),
     )
 
     @field_validator("mail_from")

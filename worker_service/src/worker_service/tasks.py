@@ -6,7 +6,6 @@ import logging
 from datetime import UTC, datetime
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
 
 from shared_schemas.email import EmailResult, SendEmailRequest
 from shared_schemas.tasks import SEND_EMAIL
@@ -57,11 +56,6 @@ def send_email(self: Task, email: SendEmailRequest) -> EmailResult:
 
     try:
         deliver(message, email.envelope_recipients(), settings, on_accepted)
-    except SoftTimeLimitExceeded:
-        if results:
-            return results[0]
-        stalled = TransientDeliveryError(f"SMTP did not finish within {settings.task_time_limit}s")
-        raise _retry_later(self, stalled) from None
     except TransientDeliveryError as exc:
         raise _retry_later(self, exc) from None
     return results[0]

@@ -1,0 +1,29 @@
+"""The worker refuses settings under which a task could be delivered twice."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from worker_service.settings import WorkerSettings
+
+
+def test_visibility_timeout_must_exceed_the_longest_unacked_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "300")
+    monkeypatch.setenv("EMAIL_RETRY_MAX_DELAY", "250")
+    monkeypatch.setenv("TASK_TIME_LIMIT", "60")
+    with pytest.raises(ValidationError, match=r"must exceed EMAIL_RETRY_MAX_DELAY \+ TASK_TIME"):
+        WorkerSettings()
+    monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "311")
+    assert WorkerSettings().celery_visibility_timeout == 311
+
+
+def test_defaults_are_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CELERY_VISIBILITY_TIMEOUT", "EMAIL_RETRY_MAX_DELAY", "TASK_TIME_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = WorkerSettings()
+    assert settings.celery_visibility_timeout > (
+        settings.email_retry_max_delay + settings.task_time_limit
+    )
