@@ -33,10 +33,23 @@ def test_task_names_are_namespaced_constants() -> None:
     constants = {
         value
         for key, value in vars(shared_schemas.tasks).items()
-        if key.isupper() and isinstance(value, str)
+        if key.isupper() and isinstance(value, str) and not key.endswith("_QUEUE")
     }
     assert constants == set(TASKS)
     assert all(name.count(".") == 1 for name in TASKS)
+
+
+def test_every_task_has_a_queue_the_worker_consumes_and_the_api_routes_to() -> None:
+    from api_service.dispatch import make_producer_app
+    from api_service.settings import ApiSettings
+
+    consumed = set(worker_service.app.conf.task_queues)
+    producer = make_producer_app(ApiSettings(api_keys="k"))
+    for name, contract in TASKS.items():
+        assert contract.queue in consumed, name
+        route = producer.amqp.router.route({}, name, (), {})
+        assert route["queue"].name == contract.queue, name
+    producer.close()
 
 
 def test_the_api_publishes_only_shared_task_names() -> None:

@@ -151,7 +151,7 @@ def test_accepted_task_without_a_worker_stays_pending_and_is_queued(quiet_api: Q
         assert status["status"] == "PENDING"
         assert status["started_at"] is None
         assert status["result"] is None
-        assert quiet_api.redis.llen("celery") == 1, "the 202 came before the broker had it"
+        assert quiet_api.redis.llen("email") == 1, "the 202 came before the broker had it"
     finally:
         quiet_api.redis.flushdb()
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from api_service.errors import BackendUnavailable
 from api_service.settings import ApiSettings
-from shared_schemas.tasks import TASKS
+from shared_schemas.tasks import TASKS, task_routes
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ def make_producer_app(settings: ApiSettings) -> Celery:
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
+        # Each task name goes to its queue (shared_schemas.tasks); nothing goes to
+        # Celery's default queue, which no worker of ours reads.
+        task_routes=task_routes(),
         # Each publish runs in a worker thread that holds one pooled connection; the
         # thread limiter in Dispatcher has the same size, so acquiring a connection
         # (which kombu does without a timeout) never waits.

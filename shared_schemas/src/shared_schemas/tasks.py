@@ -15,12 +15,17 @@ from shared_schemas.email import EmailResult, SendEmailRequest
 
 SEND_EMAIL = "email.send"
 
+# Queues: one per kind of work, so each gets its own workers, scaled on its own length.
+EMAIL_QUEUE = "email"
+
 
 @dataclass(frozen=True)
 class TaskContract:
-    """A task's name, the keyword its payload travels under, and its models."""
+    """A task's name, the queue it travels on, the keyword its payload travels under,
+    and its models."""
 
     name: str
+    queue: str
     argument: str
     payload: type[BaseModel]
     result: type[BaseModel]
@@ -34,6 +39,20 @@ class TaskContract:
 
 TASKS: dict[str, TaskContract] = {
     SEND_EMAIL: TaskContract(
-        name=SEND_EMAIL, argument="email", payload=SendEmailRequest, result=EmailResult
+        name=SEND_EMAIL,
+        queue=EMAIL_QUEUE,
+        argument="email",
+        payload=SendEmailRequest,
+        result=EmailResult,
     ),
 }
+
+
+def task_routes() -> dict[str, dict[str, str]]:
+    """Celery's ``task_routes``: publishers route by task name, with no worker code."""
+    return {name: {"queue": contract.queue} for name, contract in TASKS.items()}
+
+
+def queues() -> list[str]:
+    """Every queue a task of the contract travels on."""
+    return sorted({contract.queue for contract in TASKS.values()})

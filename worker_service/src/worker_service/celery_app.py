@@ -7,6 +7,7 @@ import sys
 from celery import Celery
 from pydantic import ValidationError
 
+from shared_schemas.tasks import queues, task_routes
 from worker_service.settings import WorkerSettings
 
 
@@ -30,6 +31,11 @@ def make_celery(settings: WorkerSettings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
+        # The worker consumes the queues of the tasks it serves, unless told otherwise
+        # with `celery worker -Q` (a deployment dedicated to one queue).
+        task_queues={name: {"routing_key": name} for name in queues()},
+        task_default_queue=queues()[0],
+        task_routes=task_routes(),
         # STARTED is part of the status the API reports.
         task_track_started=True,
         result_expires=settings.result_ttl,
