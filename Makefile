@@ -25,6 +25,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared_schemas/src api_service/src worker_service/src tests devtools
 	$(BIN)/lint-imports
+	$(BIN)/hadolint api_service/Dockerfile worker_service/Dockerfile
 
 test: lint
 	$(BIN)/pytest

@@ -70,12 +70,13 @@ class Proc:
 
 
 class RedisServer:
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, password: str | None = None) -> None:
         self.port = free_port()
+        self.password = password
         self.log_dir = log_dir
         self.data = log_dir / f"redis-{self.port}"
         self.data.mkdir()
-        self.client = redis.Redis(port=self.port, socket_timeout=5)
+        self.client = redis.Redis(port=self.port, password=password, socket_timeout=5)
         self.starts = 0
         self.start()
 
@@ -84,13 +85,16 @@ class RedisServer:
         self.starts += 1
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data)]
         args += ["--save", "", "--appendonly", "yes"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = Proc(
             f"redis-{self.port}-{self.starts}", [find_redis_server(), *args], {}, self.log_dir
         )
         wait_for(self._pings, what="redis-server to answer PING")
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     def _pings(self) -> bool:
         try:
@@ -104,10 +108,20 @@ class RedisServer:
         self.proc.stop()
 
 
-def start_worker(name: str, env: Mapping[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
+def start_worker(
+    name: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    concurrency: int = 2,
+    command: list[str] | None = None,
+) -> Proc:
+    """A celery worker; ``command`` replaces the default command line (from .venv/bin)."""
+    if command is not None:
+        command = [str(BIN / command[0]), *command[1:]]
     proc = Proc(
         name,
-        [
+        command
+        or [
             str(BIN / "celery"),
             "-A",
             "worker_service",

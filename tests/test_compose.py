@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -108,18 +109,47 @@ def test_compose_file_matches_the_compose_specification() -> None:
     assert not problems, "docker-compose.yml breaks the Compose schema:\n" + "\n".join(problems)
 
 
-def test_compose_cli_accepts_the_file() -> None:
+SECRETS = {"REDIS_PASSWORD": "s3cret", "API_KEYS": "k1,k2", "FLOWER_BASIC_AUTH": "admin:pw"}
+
+
+def _compose_config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     cli = _compose_cli()
     if cli is None:
+        # .ci/run installs Debian's docker-compose when it runs as root; a developer
+        # machine without it (and without root) cannot run this check.
         pytest.skip("no Compose CLI: neither docker-compose nor the docker compose plugin")
-    result = subprocess.run(
-        [*cli, "-f", str(COMPOSE_FILE), "config", "-q"],
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), *args, "config", "-q"],
         cwd=ROOT,
+        env={**clean, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize(
+    "profile", [[], ["--profile", "monitoring"]], ids=["default", "monitoring"]
+)
+def test_compose_cli_accepts_the_file(profile: list[str]) -> None:
+    result = _compose_config(SECRETS, *profile)
     assert result.returncode == 0, f"compose config failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "API_KEYS"])
+def test_a_missing_secret_stops_compose_with_its_name(missing: str) -> None:
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    result = _compose_config(env)
+    assert result.returncode != 0
+    assert f"set {missing}" in result.stderr + result.stdout
+
+
+def test_flower_runs_only_in_the_monitoring_profile_behind_auth() -> None:
+    flower = _service("flower")
+    assert flower.get("profiles") == ["monitoring"]
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
+    assert ":?" in flower["environment"]["FLOWER_BASIC_AUTH"], "auth must not default"
 
 
 def test_worker_can_be_scaled() -> None:
