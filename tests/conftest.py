@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from tests.procs import Proc, RedisServer, start_api, start_worker
+from tests.procs import Proc, RedisServer, free_port, start_api, start_worker
 from tests.smtp_sink import SmtpSink
 
 API_KEY = "test-key-alpha"
@@ -32,6 +32,7 @@ class Stack:
     api: Proc
     worker: Proc
     log_dir: Path
+    worker_metrics_port: int
 
     def client(self, key: str = API_KEY) -> httpx.Client:
         return httpx.Client(
@@ -76,15 +77,20 @@ def service_env(redis_server: RedisServer, smtp: SmtpSink, db: int = 0) -> dict[
         "EMAIL_RETRY_MAX_DELAY": "2",
         "TASK_TIME_LIMIT": str(TASK_TIME_LIMIT),
         "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+        # Many workers run side by side here; the metrics test gives its own a port.
+        "WORKER_METRICS_PORT": "0",
     }
 
 
 @pytest.fixture(scope="session")
 def stack(redis_server: RedisServer, smtp: SmtpSink, log_dir: Path) -> Iterator[Stack]:
     env = service_env(redis_server, smtp)
-    worker = start_worker("worker1", env, log_dir, concurrency=2)
+    metrics_port = free_port()
+    worker = start_worker(
+        "worker1", {**env, "WORKER_METRICS_PORT": str(metrics_port)}, log_dir, concurrency=2
+    )
     api, base_url = start_api(env, log_dir)
-    yield Stack(base_url, env, redis_server, smtp, api, worker, log_dir)
+    yield Stack(base_url, env, redis_server, smtp, api, worker, log_dir, metrics_port)
     api.stop()
     worker.stop()
 

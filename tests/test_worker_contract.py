@@ -13,7 +13,7 @@ from celery import Celery
 
 from api_service.auth import fingerprint
 from shared_schemas import records
-from shared_schemas.tasks import SEND_EMAIL
+from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, task_routes
 from tests.conftest import API_KEY, Stack
 from tests.test_end_to_end import unique_subject, wait_until_finished
 
@@ -22,7 +22,7 @@ from tests.test_end_to_end import unique_subject, wait_until_finished
 def producer(stack: Stack) -> Iterator[Celery]:
     """A bare publisher, as a buggy or outdated client of the queue would be."""
     app = Celery("raw-producer", broker=stack.env["CELERY_BROKER_URL"], set_as_current=False)
-    app.conf.update(task_serializer="json")
+    app.conf.update(task_serializer="json", task_routes=task_routes())
     yield app
     app.close()
 
@@ -93,7 +93,7 @@ def test_a_task_name_no_worker_knows_fails_visibly(stack: Stack, producer: Celer
         },
     )
     client.close()
-    producer.send_task("email.send_v2", kwargs={}, task_id=task_id)
+    producer.send_task("email.send_v2", kwargs={}, task_id=task_id, queue=EMAIL_QUEUE)
     with stack.client() as http:
         status = wait_until_finished(http, task_id)
     assert status["status"] == "FAILURE"

@@ -27,3 +27,17 @@ def test_defaults_are_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.celery_visibility_timeout > (
         settings.email_retry_max_delay + settings.task_time_limit
     )
+
+
+def test_rediss_urls_verify_certificates_unless_told_otherwise() -> None:
+    from shared_schemas.settings import CommonSettings, verify_tls_by_default
+
+    assert verify_tls_by_default("redis://h:6379/0") == "redis://h:6379/0"
+    assert (
+        verify_tls_by_default("rediss://:pw@h:6380/0")
+        == "rediss://:pw@h:6380/0?ssl_cert_reqs=required"
+    )
+    explicit = "rediss://h:6380/0?ssl_cert_reqs=none"
+    assert verify_tls_by_default(explicit) == explicit
+    settings = CommonSettings(celery_broker_url="rediss://h:6380/0?ssl_ca_certs=/ca.pem")
+    assert settings.celery_broker_url.endswith("ssl_ca_certs=%2Fca.pem&ssl_cert_reqs=required")

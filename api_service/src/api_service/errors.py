@@ -12,6 +12,14 @@ from fastapi.responses import JSONResponse
 log = logging.getLogger(__name__)
 
 
+class RateLimited(Exception):
+    """The caller's key used up its submissions for this window."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 class BackendUnavailable(Exception):
     """Redis (the broker or the result store) did not answer in time."""
 
@@ -51,7 +59,27 @@ async def _contract_violation(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    return JSONResponse(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        content={"detail": "too many submissions for this API key; slow down"},
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # The traceback goes to the log, never to the caller.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        content={"detail": "internal error; it has been logged"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(BackendUnavailable, _backend_unavailable)
     app.add_exception_handler(ContractViolation, _contract_violation)

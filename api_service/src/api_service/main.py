@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from api_service import logs, ops_routes, routes
 from api_service.auth import KeyRing
 from api_service.dispatch import Dispatcher, make_producer_app
 from api_service.errors import install_error_handlers
 from api_service.idempotency import IdempotencyKeys
-from api_service.routes import router
+from api_service.metrics import MetricsMiddleware
+from api_service.rate_limit import RateLimiter
 from api_service.settings import ApiSettings
 from api_service.task_store import TaskStore, connect
 
@@ -22,12 +24,21 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.keyring = KeyRing([key.get_secret_value() for key in settings.api_keys])
-        redis_client = connect(settings.celery_result_backend, settings.redis_timeout)
-        app.state.task_store = TaskStore(redis_client, settings.result_ttl)
-        app.state.idempotency = IdempotencyKeys(redis_client, settings.idempotency_ttl)
+        results = connect(settings.celery_result_backend, settings.redis_timeout)
+        broker = (
+            results
+            if settings.celery_broker_url == settings.celery_result_backend
+            else connect(settings.celery_broker_url, settings.redis_timeout)
+        )
+        app.state.broker_redis = broker
+        app.state.task_store = TaskStore(results, settings.result_ttl)
+        app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
+        app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
         app.state.dispatcher = Dispatcher(make_producer_app(settings), settings.publish_concurrency)
         yield
-        await redis_client.aclose()
+        await results.aclose()
+        if broker is not results:
+            await broker.aclose()
         app.state.dispatcher.close()
 
     app = FastAPI(
@@ -42,8 +53,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         # passes the limit, before it is parsed.
         max_body_size=settings.max_request_bytes,
     )
+    app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(routes.router)
+    app.include_router(ops_routes.router)
     return app
 
 
@@ -51,10 +64,13 @@ def _load_settings() -> ApiSettings:
     try:
         return ApiSettings()  # API_KEYS and the rest come from the environment
     except ValidationError as exc:
+        # Names and messages only: the values may be secrets.
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         sys.exit(f"api_service: bad configuration: {problems}")
 
 
-app = create_app(_load_settings())
+_settings = _load_settings()
+logs.configure(_settings.log_format, _settings.log_level)
+app = create_app(_settings)

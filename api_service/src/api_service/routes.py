@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from shared_schemas.status import TaskState, TaskStatus
 from shared_schemas.tasks import SEND_EMAIL
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 _EXAMPLE_ID = "0b5f8a52-4c1e-4f4e-9d8f-3a2d1c7b6e01"
 
@@ -80,6 +82,7 @@ def _store(request: Request) -> TaskStore:
     responses={
         **_AUTH_RESPONSES,
         409: {"description": "The Idempotency-Key was used before with another email."},
+        429: {"description": "Too many submissions for this key; see Retry-After."},
         413: {"description": "The request body is over MAX_REQUEST_BYTES."},
         422: {"description": "The request is not a valid email; the detail says where."},
     },
@@ -107,6 +110,7 @@ async def send_email(
 
     Poll `status_url` for the outcome.
     """
+    await request.app.state.rate_limiter.check(owner)
     task_id = str(uuid.uuid4())
     keys: IdempotencyKeys = request.app.state.idempotency
     if idempotency_key is not None:
@@ -120,6 +124,7 @@ async def send_email(
             ) from None
         if first != task_id:
             response.headers["Idempotent-Replayed"] = "true"
+            log.info("replayed submission", extra={"task_id": first, "task": SEND_EMAIL})
             return _accepted(request, response, first)
 
     store = _store(request)
@@ -136,6 +141,7 @@ async def send_email(
         if idempotency_key is not None:
             await keys.release(owner, idempotency_key)
         raise
+    log.info("queued", extra={"task_id": task_id, "task": SEND_EMAIL})
     return _accepted(request, response, task_id)
 
 
@@ -165,16 +171,3 @@ async def task_status(
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
     return found
-
-
-@router.get("/healthz", summary="Liveness: the process is up (does not check Redis)")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@router.get("/readyz", summary="Readiness: Redis answers")
-async def readyz(request: Request, response: Response) -> dict[str, Any]:
-    redis_ok = await _store(request).ping()
-    if not redis_ok:
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return {"status": "ok" if redis_ok else "unavailable", "checks": {"redis": redis_ok}}

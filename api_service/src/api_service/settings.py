@@ -7,10 +7,10 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from shared_schemas.settings import QueueSettings
+from shared_schemas.settings import CommonSettings
 
 
-class ApiSettings(QueueSettings):
+class ApiSettings(CommonSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         description="Comma-separated bearer keys that may call the API (API_KEYS)."
     )
@@ -23,6 +23,11 @@ class ApiSettings(QueueSettings):
         default=32,
         gt=0,
         description="Publishes in flight at once, and the broker connection pool size.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Submissions per API key per minute; 0 turns the limit off.",
     )
     idempotency_ttl: int = Field(
         default=86_400,

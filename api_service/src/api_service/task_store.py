@@ -89,6 +89,20 @@ class TaskStore:
         meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
         return _build_status(task_id, record, meta)
 
+    async def workers_seen(self) -> int:
+        """Worker nodes whose presence key has not lapsed (shared_schemas.records)."""
+        count = 0
+        async for _ in self._redis.scan_iter(match=f"{records.WORKER_KEY_PREFIX}*", count=100):
+            count += 1
+        return count
+
+    async def queue_depths(self, queues: list[str], broker: aioredis.Redis) -> dict[str, int]:
+        async with broker.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+            lengths = await pipe.execute()
+        return {queue: int(length) for queue, length in zip(queues, lengths, strict=True)}
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())

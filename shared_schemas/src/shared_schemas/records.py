@@ -2,7 +2,7 @@
 
 Celery answers PENDING for any id it has never heard of, so the API records each
 submission; the worker adds when the task first started. The record lives at least
-as long as the task's result (see ``QueueSettings.result_ttl``).
+as long as the task's result (see ``CommonSettings.result_ttl``).
 """
 
 from __future__ import annotations
@@ -19,3 +19,14 @@ RETRIES = "retries"
 
 def record_key(task_id: str) -> str:
     return f"{KEY_PREFIX}{task_id}"
+
+
+# Worker presence: each worker node refreshes its key every WORKER_HEARTBEAT seconds,
+# and the key lapses WORKER_SEEN_TTL seconds after the last refresh.
+WORKER_KEY_PREFIX = "email-dispatch:worker:"
+WORKER_HEARTBEAT = 10
+WORKER_SEEN_TTL = 30
+
+
+def worker_key(hostname: str) -> str:
+    return f"{WORKER_KEY_PREFIX}{hostname}"

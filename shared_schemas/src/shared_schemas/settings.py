@@ -1,12 +1,32 @@
-"""Settings both services read: where the broker and results are, and how long they live."""
+"""Settings both services read: where Redis is, how long results live, how to log."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class QueueSettings(BaseSettings):
+def verify_tls_by_default(url: str) -> str:
+    """A ``rediss://`` URL without ``ssl_cert_reqs`` gets ``ssl_cert_reqs=required``.
+
+    kombu and redis-py skip certificate verification unless told otherwise; an
+    encrypted connection to an unverified server is no protection. Pass
+    ``ssl_cert_reqs=none`` explicitly to opt out (never in production).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "ssl_cert_reqs" for key, _ in query):
+        return url
+    query.append(("ssl_cert_reqs", "required"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     celery_broker_url: str = Field(default="redis://localhost:6379/0")
@@ -21,3 +41,17 @@ class QueueSettings(BaseSettings):
         gt=0,
         description="Seconds an unacknowledged message waits before Redis redelivers it.",
     )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line; text: for people."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("celery_broker_url", "celery_result_backend")
+    @classmethod
+    def _verify_tls(cls, url: str) -> str:
+        return verify_tls_by_default(url)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value

@@ -1,6 +1,12 @@
 """The email worker. ``celery -A worker_service worker`` finds ``app`` here."""
 
-from worker_service import task_records, tasks
+# metrics first: it picks prometheus-client's multiprocess storage before anything
+# else imports the library.
+from worker_service import metrics  # noqa: I001
+from worker_service import logs, metrics_server, task_records, tasks
 from worker_service.celery_app import app
+from worker_service.presence import Presence
 
-__all__ = ["app", "task_records", "tasks"]
+app.steps["worker"].add(Presence)
+
+__all__ = ["app", "logs", "metrics", "metrics_server", "task_records", "tasks"]

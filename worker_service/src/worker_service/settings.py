@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared_schemas.settings import QueueSettings
+from shared_schemas.settings import CommonSettings
 
 
 class SmtpSecurity(StrEnum):
@@ -16,7 +16,7 @@ class SmtpSecurity(StrEnum):
     TLS = "tls"
 
 
-class WorkerSettings(QueueSettings):
+class WorkerSettings(CommonSettings):
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=25, gt=0, lt=65536)
     smtp_username: str | None = None
@@ -52,6 +52,13 @@ class WorkerSettings(QueueSettings):
         if "@" not in address or any(ch in value for ch in "\r\n"):
             raise ValueError("MAIL_FROM must be an address or 'Name <address>'")
         return value
+
+    worker_metrics_port: int = Field(
+        default=9808,
+        ge=0,
+        lt=65536,
+        description="Port of the worker's Prometheus endpoint; 0 turns it off.",
+    )
 
     @model_validator(mode="after")
     def _visibility_covers_longest_hold(self) -> WorkerSettings:

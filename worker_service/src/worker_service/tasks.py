@@ -15,6 +15,7 @@ from worker_service.contract_task import ContractTask
 from worker_service.delivery_ledger import DeliveryLedger
 from worker_service.errors import TransientDeliveryError
 from worker_service.message import build_message, message_id_for
+from worker_service.metrics import SMTP_SECONDS
 from worker_service.smtp import Delivery, deliver
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def send_email(self: Task, email: SendEmailRequest) -> EmailResult:
         results.append(result)
 
     try:
-        deliver(message, email.envelope_recipients(), settings, on_accepted)
+        with SMTP_SECONDS.time():
+            deliver(message, email.envelope_recipients(), settings, on_accepted)
     except TransientDeliveryError as exc:
         raise _retry_later(self, exc) from None
     return results[0]

@@ -1,0 +1,71 @@
+"""Logging: JSON lines (or plain text), each record about a task carrying its task_id.
+
+Celery sets up its own handlers (hijacking the root logger); the after_setup_*
+signals re-point them at one formatter. Inside a task, the current task gives the id;
+in the main process Celery's own task lines (received, succeeded, failed) pass the id
+in their arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import current_task
+from celery.signals import after_setup_logger, after_setup_task_logger
+from pythonjsonlogger.json import JsonFormatter
+
+from worker_service.celery_app import settings
+
+_FIELDS = "{asctime}{levelname}{name}{processName}{message}"
+
+
+# Celery attaches the task's arguments to its own task log lines (record.data); they are
+# the mail itself (addresses, subject, body) and stay out of the logs.
+_DATA_KEPT = {"id", "name", "runtime", "eta", "hostname", "exc"}
+
+
+class TaskContext(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):
+            record.data = {key: value for key, value in data.items() if key in _DATA_KEPT}
+        task = current_task
+        request = getattr(task, "request", None) if task else None
+        task_id = getattr(request, "id", None)
+        task_name = getattr(task, "name", None)
+        args = record.args
+        if task_id is None and isinstance(args, dict) and isinstance(args.get("id"), str):
+            task_id, task_name = args["id"], args.get("name")
+        if task_id is not None:
+            record.task_id = task_id
+            record.task_name = task_name
+        return True
+
+
+def _formatter() -> logging.Formatter:
+    if settings.log_format == "json":
+        return JsonFormatter(
+            _FIELDS,
+            style="{",
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "processName": "process",
+            },
+        )
+    return logging.Formatter(
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(task_id)s %(message)s",
+        defaults={"task_id": "-"},
+    )
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _use_our_format(logger: logging.Logger, **_: Any) -> None:
+    chosen = _formatter()
+    for handler in logger.handlers:
+        handler.setFormatter(chosen)
+        if not any(isinstance(f, TaskContext) for f in handler.filters):
+            handler.addFilter(TaskContext())

@@ -1,0 +1,55 @@
+"""Serve the merged worker metrics from the main process, and count task outcomes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Task
+from celery.signals import (
+    task_failure,
+    task_retry,
+    task_success,
+    worker_init,
+    worker_process_shutdown,
+)
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+from worker_service.celery_app import settings
+from worker_service.metrics import TASKS, clear_stale_samples
+
+log = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    clear_stale_samples()
+    if not settings.worker_metrics_port:
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    try:
+        start_http_server(settings.worker_metrics_port, registry=registry)
+    except OSError:
+        log.error("metrics port %d is taken; metrics are off", settings.worker_metrics_port)
+
+
+@worker_process_shutdown.connect
+def _forget_child(pid: int | None = None, **_: Any) -> None:
+    multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+
+@task_success.connect
+def _succeeded(sender: Task, **_: Any) -> None:
+    TASKS.labels(sender.name, "succeeded").inc()
+
+
+@task_failure.connect
+def _failed(sender: Task, **_: Any) -> None:
+    TASKS.labels(sender.name, "failed").inc()
+
+
+@task_retry.connect
+def _retried(sender: Task, **_: Any) -> None:
+    TASKS.labels(sender.name, "retried").inc()
