@@ -68,6 +68,8 @@ def main() -> int:
         "SMTP_SECURITY": "none",
         "MAIL_FROM": os.environ.get("MAIL_FROM", "Dev Stack <no-reply@example.com>"),
         "PYTHONUNBUFFERED": "1",
+        # Plain lines for a person at a terminal; deployments keep the JSON default.
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
     }
     redis_cmd = [
         find_redis_server(),
