@@ -8,6 +8,8 @@ import inspect
 import typing
 from pathlib import Path
 
+import pytest
+
 import api_service
 import shared_schemas.tasks
 import worker_service
@@ -68,3 +70,16 @@ def test_the_api_publishes_only_shared_task_names() -> None:
                     assert first.id in vars(shared_schemas.tasks), first.id
     # One place sends tasks, and it refuses names outside TASKS (Dispatcher.publish).
     assert publishers == ["dispatch.py"]
+
+
+def test_the_api_publisher_has_no_result_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the Redis backend, every send_task would also subscribe to a result channel."""
+    from celery.backends.base import DisabledBackend
+
+    from api_service.dispatch import make_producer_app
+    from api_service.settings import ApiSettings
+
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/0")
+    producer = make_producer_app(ApiSettings(api_keys="k"))
+    assert isinstance(producer.backend, DisabledBackend)
+    producer.close()

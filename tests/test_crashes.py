@@ -75,26 +75,6 @@ def test_a_mail_that_keeps_killing_its_process_fails_after_max_retries(
     assert stack.worker.alive()
 
 
-def test_redelivery_after_the_server_accepted_the_mail_does_not_send_it_again(
-    stack: Stack, control: Celery
-) -> None:
-    to = _address("accepted-then-crash")
-    stall = stack.smtp.stall_at_quit(to)
-    with stack.client() as client:
-        task_id = _post(client, to)
-        # The server has answered 250 to the data; the session is held open at QUIT.
-        wait_for(lambda: stall.waiting == 1, what="the mail to be accepted")
-        assert len(stack.smtp.received_by(to)) == 1
-        kill_child_running(control, task_id)
-        stall.release.set()
-        seen = _follow(client, task_id)
-    final = seen[-1]
-    assert final["status"] == "SUCCESS", seen
-    assert final["retries"] == 1, "the task did not run again"
-    assert final["result"]["message_id"] == f"<{task_id}@example.org>"
-    assert len(stack.smtp.received_by(to)) == 1
-
-
 @dataclass
 class CrashStack:
     """An API and a Redis database of their own, with workers the tests start and kill."""
@@ -110,8 +90,9 @@ class CrashStack:
             base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=15
         )
 
-    def worker(self, name: str) -> Proc:
-        return start_worker(f"{name}-{uuid.uuid4().hex[:6]}", self.env, self.log_dir, 1)
+    def worker(self, name: str, **env: str) -> Proc:
+        node = f"{name}-{uuid.uuid4().hex[:6]}"
+        return start_worker(node, {**self.env, **env}, self.log_dir, 1)
 
 
 @pytest.fixture(scope="module")
@@ -192,4 +173,31 @@ def test_sigterm_requeues_a_send_that_cannot_finish_in_the_grace_period(
         finally:
             replacement.stop()
     assert final["status"] == "SUCCESS", (final, worker.log()[-3000:])
+    assert len(crash_stack.smtp.received_by(to)) == 1
+
+
+def test_redelivery_after_the_server_accepted_the_mail_does_not_send_it_again(
+    crash_stack: CrashStack,
+) -> None:
+    to = _address("accepted-then-crash")
+    stall = crash_stack.smtp.stall_at_quit(to)
+    # One session per mail, so the session is held at QUIT after the server's 250:
+    # the moment between "the mail is out" and "the task is done".
+    worker = crash_stack.worker("ledger", SMTP_KEEPALIVE="0")
+    control = control_app(crash_stack.env["CELERY_BROKER_URL"])
+    try:
+        with crash_stack.client() as client:
+            task_id = _post(client, to)
+            wait_for(lambda: stall.waiting == 1, what="the mail to be accepted")
+            assert len(crash_stack.smtp.received_by(to)) == 1
+            kill_child_running(control, task_id)
+            stall.release.set()
+            seen = _follow(client, task_id)
+    finally:
+        control.close()
+        worker.stop()
+    final = seen[-1]
+    assert final["status"] == "SUCCESS", seen
+    assert final["retries"] == 1, "the task did not run again"
+    assert final["result"]["message_id"] == f"<{task_id}@example.org>"
     assert len(crash_stack.smtp.received_by(to)) == 1

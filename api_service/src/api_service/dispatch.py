@@ -17,6 +17,13 @@ from shared_schemas.tasks import TASKS, task_routes
 log = logging.getLogger(__name__)
 
 
+class _PublishOnly(Celery):  # type: ignore[misc]  # celery ships no type hints
+    # Celery takes CELERY_RESULT_BACKEND from the environment over anything passed or
+    # configured; only backend_cls wins. Without it every send_task would SUBSCRIBE to
+    # the task's result channel and UNSUBSCRIBE again (measured).
+    backend_cls = "celery.backends.base:DisabledBackend"
+
+
 def make_producer_app(settings: ApiSettings) -> Celery:
     """A Celery app that only publishes.
 
@@ -24,7 +31,7 @@ def make_producer_app(settings: ApiSettings) -> Celery:
     ``send_task`` also subscribes to that task's result channel, which the API never
     reads (it reads results straight from Redis, see ``task_store``).
     """
-    app = Celery("api_service", broker=settings.celery_broker_url, set_as_current=False)
+    app = _PublishOnly("api_service", broker=settings.celery_broker_url, set_as_current=False)
     timeout = settings.redis_timeout
     app.conf.update(
         task_serializer="json",

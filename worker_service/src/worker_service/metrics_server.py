@@ -17,14 +17,13 @@ from celery.signals import (
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from worker_service.celery_app import settings
-from worker_service.metrics import TASKS, clear_stale_samples
+from worker_service.metrics import TASKS
 
 log = logging.getLogger(__name__)
 
 
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
-    clear_stale_samples()
     if not settings.worker_metrics_port:
         return
     registry = CollectorRegistry()

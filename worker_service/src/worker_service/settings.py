@@ -23,6 +23,12 @@ class WorkerSettings(CommonSettings):
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds per SMTP operation.")
+    smtp_keepalive: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a pool process keeps an idle SMTP session for its next mail; "
+        "0 opens and closes (QUIT) one per mail.",
+    )
     mail_from: str = Field(
         default="no-reply@example.com",
         description="The From header and envelope sender: 'addr' or 'Name <addr>'.",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -44,6 +46,54 @@ def _connect(settings: WorkerSettings) -> smtplib.SMTP:
     return client
 
 
+class _Session:
+    """This process's SMTP session, kept open between mails.
+
+    Connecting, the greeting, EHLO (and TLS and AUTH) cost more than sending a small
+    mail, so a pool process reuses its session. One that sat idle for a while is
+    checked with NOOP first: servers drop idle sessions, and a send must not be the
+    first to find out (it could not tell whether the server took the mail).
+    """
+
+    CHECK_AFTER_IDLE = 1.0
+
+    def __init__(self) -> None:
+        self._client: smtplib.SMTP | None = None
+        self._last_used = 0.0
+
+    def acquire(self, settings: WorkerSettings) -> smtplib.SMTP:
+        client, idle = self._client, time.monotonic() - self._last_used
+        self._client = None
+        if client is not None and idle > settings.smtp_keepalive:
+            _close(client)
+            client = None
+        if client is not None and idle > self.CHECK_AFTER_IDLE:
+            try:
+                alive = client.noop()[0] == 250
+            except (smtplib.SMTPException, OSError):
+                alive = False
+            if not alive:
+                _close(client)
+                client = None
+        return client if client is not None else _connect(settings)
+
+    def release(self, client: smtplib.SMTP, settings: WorkerSettings) -> None:
+        if settings.smtp_keepalive > 0:
+            self._client, self._last_used = client, time.monotonic()
+        else:
+            _close(client)
+
+
+def _close(client: smtplib.SMTP) -> None:
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        client.quit()
+    with contextlib.suppress(OSError):
+        client.close()
+
+
+_session = _Session()
+
+
 def deliver(
     message: EmailMessage,
     recipients: list[str],
@@ -52,25 +102,32 @@ def deliver(
 ) -> Delivery:
     """Send ``message`` to ``recipients`` (the envelope, Bcc included).
 
-    ``on_accepted`` runs as soon as the server has accepted the mail, before the
-    session is closed, so nothing that can still fail (QUIT) comes in between.
+    ``on_accepted`` runs as soon as the server has accepted the mail, before anything
+    else can fail (closing the session, the next mail).
     Raises PermanentDeliveryError (5xx) or TransientDeliveryError (anything else).
     """
     delivery: Delivery | None = None
+    client: smtplib.SMTP | None = None
     try:
-        with _connect(settings) as client:
-            refused = client.send_message(
-                message, from_addr=settings.sender_address, to_addrs=recipients
-            )
-            delivery = _delivery(recipients, refused)
-            on_accepted(delivery)
+        client = _session.acquire(settings)
+        refused = client.send_message(
+            message, from_addr=settings.sender_address, to_addrs=recipients
+        )
+        delivery = _delivery(recipients, refused)
+        on_accepted(delivery)
     except (smtplib.SMTPException, OSError) as exc:
+        # After any error the session's state is unknown: start the next one afresh.
+        if client is not None:
+            _close(client)
         if delivery is not None:
-            # The mail is out; only closing the session failed.
-            log.warning("SMTP session ended badly after the mail was accepted: %r", exc)
+            log.warning("SMTP session failed after the mail was accepted: %r", exc)
             return delivery
         raise _classified(exc) from None
-    assert delivery is not None
+    except BaseException:
+        if client is not None:
+            _close(client)
+        raise
+    _session.release(client, settings)
     return delivery
 
 
