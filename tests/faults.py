@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from celery import Celery
 
+from api_service.auth import fingerprint
+from shared_schemas import records
 from tests.procs import wait_for
 
 
@@ -38,3 +43,21 @@ def kill_child_running(control: Celery, task_id: str) -> int:
     pid = child_running(control, task_id)
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def forge_submission(result_store_url: str, task_name: str, owner_key: str) -> str:
+    """Record a submission as the API would, for a message a test publishes itself."""
+    task_id = str(uuid.uuid4())
+    key = records.record_key(task_id)
+    client = redis.Redis.from_url(result_store_url)
+    client.hset(
+        key,
+        mapping={
+            records.TASK: task_name,
+            records.OWNER: fingerprint(owner_key),
+            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
+        },
+    )
+    client.expire(key, 600)
+    client.close()
+    return task_id

@@ -7,7 +7,6 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from celery import Celery
 
-from api_service.auth import fingerprint
-from shared_schemas import records
 from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL
 from tests.conftest import API_KEY, OTHER_API_KEY, QUIET_DB, Stack, service_env
+from tests.faults import forge_submission
 from tests.procs import RedisServer, free_port, start_api, start_worker, wait_for
 from tests.smtp_sink import RecordingHandler, SmtpSink
 from tests.test_end_to_end import unique_subject, wait_until_finished
@@ -123,16 +121,8 @@ def test_body_text_over_its_limit_is_refused(stack: Stack) -> None:
 
 
 def test_an_internal_error_answers_500_without_a_stack_trace(stack: Stack) -> None:
-    task_id = str(uuid.uuid4())
+    task_id = forge_submission(stack.env["CELERY_RESULT_BACKEND"], SEND_EMAIL, API_KEY)
     client = redis.Redis.from_url(stack.env["CELERY_RESULT_BACKEND"])
-    client.hset(
-        records.record_key(task_id),
-        mapping={
-            records.TASK: SEND_EMAIL,
-            records.OWNER: fingerprint(API_KEY),
-            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
-        },
-    )
     client.set(f"celery-task-meta-{task_id}", "{corrupt")
     client.close()
     with stack.client() as http:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 
-from api_service.auth import fingerprint
-from shared_schemas import records
 from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, task_routes
 from tests.conftest import API_KEY, Stack
+from tests.faults import forge_submission
 from tests.test_end_to_end import unique_subject, wait_until_finished
 
 
@@ -28,18 +24,7 @@ def producer(stack: Stack) -> Iterator[Celery]:
 
 
 def _publish_raw(stack: Stack, producer: Celery, kwargs: dict[str, Any]) -> str:
-    task_id = str(uuid.uuid4())
-    client = redis.Redis.from_url(stack.env["CELERY_RESULT_BACKEND"])
-    client.hset(
-        records.record_key(task_id),
-        mapping={
-            records.TASK: SEND_EMAIL,
-            records.OWNER: fingerprint(API_KEY),
-            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
-        },
-    )
-    client.expire(records.record_key(task_id), 600)
-    client.close()
+    task_id = forge_submission(stack.env["CELERY_RESULT_BACKEND"], SEND_EMAIL, API_KEY)
     producer.send_task(SEND_EMAIL, kwargs=kwargs, task_id=task_id)
     return task_id
 
@@ -82,17 +67,7 @@ def test_invalid_message_fails_with_the_reason_and_the_worker_goes_on(
 
 def test_a_task_name_no_worker_knows_fails_visibly(stack: Stack, producer: Celery) -> None:
     """A rolling deploy: a newer publisher sends a task this worker does not have."""
-    task_id = str(uuid.uuid4())
-    client = redis.Redis.from_url(stack.env["CELERY_RESULT_BACKEND"])
-    client.hset(
-        records.record_key(task_id),
-        mapping={
-            records.TASK: "email.send_v2",
-            records.OWNER: fingerprint(API_KEY),
-            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
-        },
-    )
-    client.close()
+    task_id = forge_submission(stack.env["CELERY_RESULT_BACKEND"], "email.send_v2", API_KEY)
     producer.send_task("email.send_v2", kwargs={}, task_id=task_id, queue=EMAIL_QUEUE)
     with stack.client() as http:
         status = wait_until_finished(http, task_id)
