@@ -23,7 +23,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared_schemas/src api_service/src worker_service/src tests devtools
+	$(BIN)/mypy shared_schemas/src api_service/src worker_service/src tests devtools bench
 	$(BIN)/lint-imports
 	$(BIN)/hadolint api_service/Dockerfile worker_service/Dockerfile
 
@@ -32,3 +32,14 @@ test: lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The benchmark (bench/run.py): the project against a tutorial-style baseline and the
+# floors, on this machine, with k6 as the load generator. A few minutes; results in
+# bench/results/ (git-ignored), described in docs/performance.md.
+.PHONY: bench bench-smoke
+bench: install
+	$(BIN)/python -m bench.run
+
+# The same, tiny and untimed (seconds per phase): checks that it still works.
+bench-smoke: install
+	$(BIN)/python -m bench.run --smoke --out bench/results/smoke

@@ -1,0 +1,202 @@
+"""Child processes for the benchmark, and the CPU time they use (from /proc)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import httpx
+import redis
+
+from devtools.redis_binary import find_redis_server
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """utime + stime of a process (all its threads); with ``children``, also the CPU of
+    its children that have exited and been waited for (cutime + cstime)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+    # cmajflt utime stime cutime cstime ...
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
+
+
+def session_cpu_seconds(leader: int) -> float:
+    """CPU time of every live process in ``leader``'s session (a celery node and its
+    pool children), plus children of the leader that have already exited."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is None or int(fields[3]) != leader:
+            continue
+        total += cpu_seconds(int(entry.name), children=int(entry.name) == leader)
+    return total
+
+
+class Proc:
+    """A child process in its own session, its output in a log file."""
+
+    def __init__(
+        self, name: str, cmd: list[str], env: Mapping[str, str], log_dir: Path, cwd: Path = ROOT
+    ) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+        self.pid = self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def cpu(self) -> float:
+        """CPU seconds of the process and everything in its session."""
+        return session_cpu_seconds(self.pid)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+
+
+def start_redis(log_dir: Path) -> tuple[Proc, int]:
+    port = free_port()
+    data = log_dir / "redis-data"
+    data.mkdir(exist_ok=True)
+    # As deployed (compose): append-only persistence, fsync every second.
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
+    args += ["--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction"]
+    proc = Proc("redis", [find_redis_server(), *args], {}, log_dir)
+    client = redis.Redis(port=port, socket_timeout=5)
+
+    def pings() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"redis-server exited:\n{proc.log()}")
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(pings, timeout=20, what="redis-server to answer PING")
+    except BaseException:
+        proc.stop()
+        raise
+    finally:
+        client.close()
+    return proc, port
+
+
+def start_uvicorn(name: str, app: str, env: Mapping[str, str], log_dir: Path) -> tuple[Proc, str]:
+    """``uvicorn <app> --host 127.0.0.1 --port <free>``: the project's own command line
+    (Dockerfile and compose), on loopback; every app of the benchmark runs under it."""
+    port = free_port()
+    cmd = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
+    proc = Proc(name, cmd, env, log_dir)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited:\n{proc.log()}")
+        try:
+            return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, what=f"{name} to answer /healthz", interval=0.1)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, base_url
+
+
+def start_workers(
+    app: str,
+    names: Iterable[str],
+    concurrency: int,
+    env: Mapping[str, str],
+    log_dir: Path,
+    extra_env: Callable[[str], Mapping[str, str]] | None = None,
+) -> list[Proc]:
+    """Celery nodes (``celery -A <app> worker``, the project's command line), started
+    side by side; returns once every one has logged that it is ready."""
+    procs = []
+    for name in names:
+        cmd = [str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO"]
+        cmd += ["--concurrency", str(concurrency), "--hostname", f"{name}@%h"]
+        # Start-up only: no mingle (a 1 s exchange with other nodes at start), no gossip.
+        cmd += ["--without-mingle", "--without-gossip"]
+        node_env = {**env, **(extra_env(name) if extra_env else {})}
+        procs.append(Proc(name, cmd, node_env, log_dir))
+
+    def ready() -> bool:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"worker {proc.name} exited:\n{proc.log()}")
+        return all(" ready." in proc.log() for proc in procs)
+
+    try:
+        wait_for(ready, timeout=90, what="workers to be ready", interval=0.05)
+    except BaseException:
+        for proc in procs:
+            proc.stop()
+        raise
+    return procs
