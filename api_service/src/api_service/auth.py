@@ -39,7 +39,8 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
-def caller(
+async def caller(
+    # async: a sync dependency costs every request a thread-pool round trip.
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

@@ -24,8 +24,9 @@ def formatter(log_format: str) -> logging.Formatter:
     return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def configure(log_format: str, level: str) -> None:
+def configure(log_format: str, level: str, access_log: bool) -> None:
     chosen = formatter(log_format)
+    logging.getLogger("uvicorn.access").disabled = not access_log
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.StreamHandler())

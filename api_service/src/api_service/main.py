@@ -72,5 +72,5 @@ def _load_settings() -> ApiSettings:
 
 
 _settings = _load_settings()
-logs.configure(_settings.log_format, _settings.log_level)
+logs.configure(_settings.log_format, _settings.log_level, _settings.access_log)
 app = create_app(_settings)

@@ -146,7 +146,8 @@ async def send_email(
 
 
 def _accepted(request: Request, response: Response, task_id: str) -> TaskAccepted:
-    status_url = str(request.url_for("task_status", task_id=task_id))
+    # The route is fixed; url_for would search the route table on every request.
+    status_url = f"{request.base_url}task-status/{task_id}"
     response.headers["Location"] = status_url
     return TaskAccepted(task_id=task_id, status_url=status_url)
 

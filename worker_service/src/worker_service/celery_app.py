@@ -59,8 +59,9 @@ def make_celery(settings: WorkerSettings) -> Celery:
         # worker_soft_shutdown_timeout) is deliberately not used: measured with Celery
         # 5.7 and Redis, its cancel left the running task's message unacked until the
         # visibility timeout, where warm shutdown loses no time. See docs/.
-        # With late acks each process holds at most one unacked message beyond the
-        # one it runs, so a crash strands little and long queues spread across nodes.
+        # With late acks the prefetch count (multiplier x concurrency) includes running
+        # messages: a node holds no more than it has processes, so a crash strands
+        # little and long queues spread across nodes. (Throughput cost: docs/performance.md.)
         worker_prefetch_multiplier=1,
         # Redis redelivers a message not acked within this time to another worker
         # (kombu's Redis transport "visibility timeout"). It must exceed the longest
