@@ -41,3 +41,14 @@ def test_rediss_urls_verify_certificates_unless_told_otherwise() -> None:
     assert verify_tls_by_default(explicit) == explicit
     settings = CommonSettings(celery_broker_url="rediss://h:6380/0?ssl_ca_certs=/ca.pem")
     assert settings.celery_broker_url.endswith("ssl_ca_certs=%2Fca.pem&ssl_cert_reqs=required")
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from api_service.settings import ApiSettings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    names = set(ApiSettings.model_fields) | set(WorkerSettings.model_fields)
+    missing = sorted(n.upper() for n in names if f"`{n.upper()}`" not in readme)
+    assert not missing, f"README's configuration table lacks {missing}"
