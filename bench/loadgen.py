@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BIN
+from devtools.procs import BIN
 
 SCRIPTS = Path(__file__).resolve().parent / "k6"
 

@@ -4,39 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import httpx
 import redis
 
+from devtools.procs import BIN, free_port, wait_for
+from devtools.procs import Proc as BaseProc
 from devtools.redis_binary import find_redis_server
 
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(
-    condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.02
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -76,44 +54,15 @@ def session_cpu_seconds(leader: int) -> float:
     return total
 
 
-class Proc:
-    """A child process in its own session, its output in a log file."""
-
-    def __init__(
-        self, name: str, cmd: list[str], env: Mapping[str, str], log_dir: Path, cwd: Path = ROOT
-    ) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            cmd,
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=cwd,
-        )
-        self.pid = self.popen.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
+class Proc(BaseProc):
+    """A child process in its own session, whose CPU time can be read."""
 
     def cpu(self) -> float:
         """CPU seconds of the process and everything in its session."""
         return session_cpu_seconds(self.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.alive():
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        self._log.close()
+        super().stop(sig, timeout)
 
 
 def start_redis(log_dir: Path) -> tuple[Proc, int]:

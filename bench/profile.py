@@ -31,8 +31,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import profiling
-from bench.procs import ROOT, start_uvicorn, start_workers
+from bench.procs import start_uvicorn, start_workers
 from bench.run import FULL, MAIL, PROJECT_DB, RETRY_POLICY, Bench, Params, PublishOnly
+from devtools.procs import ROOT
 from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, task_routes
 
 

@@ -38,8 +38,9 @@ from celery import Celery
 
 from bench import report
 from bench.loadgen import K6Run, k6_version, run_k6
-from bench.procs import ROOT, Proc, cpu_seconds, start_redis, start_uvicorn, start_workers
+from bench.procs import Proc, cpu_seconds, start_redis, start_uvicorn, start_workers
 from bench.smtp_sink import SmtpSink
+from devtools.procs import ROOT
 from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, task_routes
 
 API_KEY = "bench-key"

@@ -13,7 +13,7 @@ from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from bench.procs import free_port, wait_for
+from devtools.procs import free_port, wait_for
 
 
 class _CountingHandler:
