@@ -30,23 +30,23 @@ _DELAY = float(os.environ.get("BENCH_PROFILE_DELAY", "0"))
 _sessions: list[Session] = []
 _lock = threading.Lock()
 _on = threading.Event()
-_original_send = Dispatcher._send
+_original_submit = Dispatcher._submit
 
 
-def _profiled_send(self: Dispatcher, *args: Any, **kwargs: Any) -> None:
+def _profiled_submit(self: Dispatcher, *args: Any, **kwargs: Any) -> None:
     if not _on.is_set():
-        _original_send(self, *args, **kwargs)
+        _original_submit(self, *args, **kwargs)
         return
     profiler = profiling.start_cpu_profiler()
     try:
-        _original_send(self, *args, **kwargs)
+        _original_submit(self, *args, **kwargs)
     finally:
         session = profiler.stop()
         with _lock:
             _sessions.append(session)
 
 
-Dispatcher._send = _profiled_send  # type: ignore[method-assign]
+Dispatcher._submit = _profiled_submit  # type: ignore[method-assign]
 
 _original_lifespan = app.router.lifespan_context
 

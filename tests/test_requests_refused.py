@@ -6,6 +6,8 @@ enqueued would still be there to see.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -152,6 +154,14 @@ def test_accepted_task_without_a_worker_stays_pending_and_is_queued(quiet_api: Q
         assert status["started_at"] is None
         assert status["result"] is None
         assert quiet_api.redis.llen("email") == 1, "the 202 came before the broker had it"
+        message = json.loads(quiet_api.redis.lindex("email", 0) or b"null")
+        headers = message["headers"]
+        assert (headers["task"], headers["id"]) == ("email.send", task_id)
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        assert kwargs["email"]["subject"] == VALID["subject"]
+        # What Flower and `celery inspect` show: the shape, not the mail.
+        assert headers["kwargsrepr"] == "{'email': '<SendEmailRequest>'}"
+        assert headers["argsrepr"] == "()"
     finally:
         quiet_api.redis.flushdb()
 

@@ -17,6 +17,8 @@ from api_service.idempotency import IdempotencyKeys
 from api_service.metrics import MetricsMiddleware
 from api_service.rate_limit import RateLimiter
 from api_service.settings import ApiSettings
+from api_service.submissions import SubmissionRecorder
+from api_service.submissions import connect as connect_sync
 from api_service.task_store import TaskStore, connect
 
 
@@ -34,7 +36,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.task_store = TaskStore(results, settings.result_ttl)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
-        app.state.dispatcher = Dispatcher(make_producer_app(settings), settings.publish_concurrency)
+        recorder = SubmissionRecorder(
+            connect_sync(
+                settings.celery_result_backend,
+                settings.redis_timeout,
+                settings.publish_concurrency,
+            ),
+            settings.result_ttl,
+        )
+        app.state.dispatcher = Dispatcher(
+            make_producer_app(settings), recorder, settings.publish_concurrency
+        )
         yield
         await results.aclose()
         if broker is not results:
@@ -49,13 +61,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
             "Authenticate with `Authorization: Bearer <api key>`."
         ),
         lifespan=lifespan,
-        # Starlette's limiter: 413 on Content-Length, or as soon as a streamed body
-        # passes the limit, before it is parsed.
-        max_body_size=settings.max_request_bytes,
     )
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
-    app.include_router(routes.router)
+    # Starlette's limiter: 413 on Content-Length, or as soon as a streamed body passes
+    # the limit, before it is parsed. Set on the router that reads bodies, not on the
+    # app: FastAPI applies an app-level limit again at router and route level (three
+    # layers per request, ~5 % of its CPU), and the probes read no body.
+    app.include_router(routes.router, max_body_size=settings.max_request_bytes)
     app.include_router(ops_routes.router)
     return app
 

@@ -6,10 +6,8 @@ own ``AsyncResult`` would, and would also answer PENDING for ids nobody issued.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -25,7 +23,6 @@ from shared_schemas.tasks import TASKS
 # The key Celery's key-value result backends store a task's meta under.
 _META_PREFIX = KeyValueStoreBackend.task_keyprefix
 _MAX_CONNECTIONS = 64
-_CLEANUP_TIMEOUT = 1.0
 
 
 def connect(url: str, timeout: float) -> aioredis.Redis:
@@ -49,31 +46,6 @@ class TaskStore:
     def __init__(self, client: aioredis.Redis, result_ttl: int) -> None:
         self._redis = client
         self._result_ttl = result_ttl
-
-    async def record_submission(self, task_id: str, task_name: str, owner: str) -> None:
-        key = records.record_key(task_id)
-        fields: dict[Any, str] = {
-            records.TASK: task_name,
-            records.OWNER: owner,
-            records.SUBMITTED_AT: datetime.now(UTC).isoformat(),
-        }
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                # The worker extends this when the task finishes, so the record
-                # outlives the result it describes.
-                pipe.expire(key, self._result_ttl)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(f"could not record {task_id}: {exc!r}") from exc
-
-    async def forget_submission(self, task_id: str) -> None:
-        """Undo a record whose publish failed, so the id is not reported as PENDING."""
-        # Bounded: the caller is already answering 503. If this fails too, the
-        # record expires on its own.
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(_CLEANUP_TIMEOUT):
-                await self._redis.delete(records.record_key(task_id))
 
     async def status(self, task_id: str, owner: str) -> TaskStatus | None:
         """The task's status, or None if this caller never submitted it."""
