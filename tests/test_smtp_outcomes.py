@@ -39,6 +39,25 @@ def _follow(client: httpx.Client, task_id: str, timeout: float = 40) -> list[dic
     return seen
 
 
+def test_a_send_in_flight_is_started_then_success(stack: Stack) -> None:
+    to = _address("in-flight")
+    stall = stack.smtp.stall_at_rcpt(to)
+    with stack.client() as client:
+        task_id = _post(client, to)
+        try:
+            wait_for(lambda: stall.waiting == 1, what="the send to be in flight")
+            running = client.get(f"/task-status/{task_id}").json()
+        finally:
+            stall.release.set()
+        final = _follow(client, task_id)[-1]
+    assert running["status"] == "STARTED", running
+    assert running["started_at"] is not None
+    assert running["finished_at"] is None
+    assert (running["result"], running["error"]) == (None, None)
+    assert final["status"] == "SUCCESS", final
+    assert final["started_at"] == running["started_at"]
+
+
 def test_4xx_is_retried_shown_as_retry_then_delivered_once(stack: Stack) -> None:
     to = _address("greylisted")
     stack.smtp.reply_to_rcpt(to, "451 4.7.1 Greylisted, try again", "421 4.3.2 Busy")

@@ -86,6 +86,9 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
     task_name = record[records.TASK]
     raw_state = meta.get("status")
     state = TaskState(str(raw_state)) if raw_state in TaskState.__members__ else TaskState.PENDING
+    if state in _NOT_YET_DONE and record.get(records.ATTEMPT) == records.RUNNING:
+        # The worker stores no STARTED state of its own; its record says an attempt runs.
+        state = TaskState.STARTED
     retries = int(record.get(records.RETRIES, 0))
     result = None
     error = None
@@ -108,6 +111,7 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
 
 
 _FINISHED = {TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED}
+_NOT_YET_DONE = {TaskState.PENDING, TaskState.STARTED, TaskState.RETRY}
 
 
 def _typed_result(task_name: str, task_id: str, raw: Any) -> Any:

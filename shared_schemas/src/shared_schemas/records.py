@@ -1,8 +1,10 @@
 """The per-task record both services keep in Redis beside Celery's own result.
 
 Celery answers PENDING for any id it has never heard of, so the API records each
-submission; the worker adds when the task first started. The record lives at least
-as long as the task's result (see ``CommonSettings.result_ttl``).
+submission; the worker adds when the task first started, whether an attempt is running
+now, and how often it was retried. The API reports STARTED from ``attempt`` (the worker
+does not have Celery store a STARTED state). The record lives at least as long as the
+task's result (see ``CommonSettings.result_ttl``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ OWNER = "owner"
 SUBMITTED_AT = "submitted_at"
 STARTED_AT = "started_at"
 RETRIES = "retries"
+ATTEMPT = "attempt"  # RUNNING while an attempt runs, WAITING while a retry is due
+
+RUNNING = "running"
+WAITING = "waiting"
 
 
 def record_key(task_id: str) -> str:

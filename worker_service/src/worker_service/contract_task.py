@@ -7,7 +7,9 @@ from typing import Any
 from celery import Task
 from pydantic import ValidationError
 
+from worker_service.delivery_ledger import DeliveryLedger
 from worker_service.errors import InvalidPayload
+from worker_service.task_records import begin_attempt
 
 
 def describe(exc: ValidationError) -> str:
@@ -18,8 +20,21 @@ def describe(exc: ValidationError) -> str:
 
 
 class ContractTask(Task):  # type: ignore[misc]  # celery ships no type hints
-    """Celery's ``pydantic=True`` raises pydantic's ValidationError, whose args are
+    """The base of every handler: records each attempt before it runs, and reports
+    payload validation errors in words.
+
+    Celery's ``pydantic=True`` raises pydantic's ValidationError, whose args are
     empty, so the stored FAILURE would carry no message. Re-raise it with the errors."""
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        # Before the payload is validated, so a refused payload still shows it started.
+        # The same round trip reads whether an earlier attempt already delivered.
+        self.request.delivered_before = begin_attempt(self, DeliveryLedger.key(task_id))
+
+    def delivered_before(self) -> bytes | None:
+        """What the delivery ledger held when this attempt began."""
+        raw: bytes | None = getattr(self.request, "delivered_before", None)
+        return raw
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:

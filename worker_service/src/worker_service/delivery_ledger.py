@@ -26,13 +26,19 @@ class DeliveryLedger:
         self._client = client
         self._ttl = ttl
 
-    def delivered(self, task_id: str) -> EmailResult | None:
-        raw = self._client.get(KEY_PREFIX + task_id)
+    @staticmethod
+    def key(task_id: str) -> str:
+        """Read at the start of each attempt (task_records.begin_attempt, one round trip
+        with the record); ``delivered`` interprets what was read."""
+        return KEY_PREFIX + task_id
+
+    @staticmethod
+    def delivered(raw: bytes | None) -> EmailResult | None:
         return EmailResult.model_validate_json(raw) if raw else None
 
     def mark_delivered(self, task_id: str, result: EmailResult) -> None:
         try:
-            self._client.set(KEY_PREFIX + task_id, result.model_dump_json(), ex=self._ttl)
+            self._client.set(self.key(task_id), result.model_dump_json(), ex=self._ttl)
         except (RedisError, OSError):
             # The mail is out; failing the task now would only send it again.
             log.error("mail for %s was sent but could not be marked as sent", task_id)

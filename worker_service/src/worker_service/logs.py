@@ -23,6 +23,9 @@ _FIELDS = "{asctime}{levelname}{name}{processName}{message}"
 # Celery attaches the task's arguments to its own task log lines (record.data); they are
 # the mail itself (addresses, subject, body) and stay out of the logs.
 _DATA_KEPT = {"id", "name", "runtime", "eta", "hostname", "exc"}
+# Its success line prints the result too ("succeeded in 0.002s: {...}"): the recipients.
+# The result is in the result store; the line keeps the outcome and the time.
+_RESULT_PLACEHOLDER = "(result stored)"
 
 
 class TaskContext(logging.Filter):
@@ -35,6 +38,8 @@ class TaskContext(logging.Filter):
         task_id = getattr(request, "id", None)
         task_name = getattr(task, "name", None)
         args = record.args
+        if isinstance(args, dict) and "return_value" in args:
+            record.args = args = {**args, "return_value": _RESULT_PLACEHOLDER}
         if task_id is None and isinstance(args, dict) and isinstance(args.get("id"), str):
             task_id, task_name = args["id"], args.get("name")
         if task_id is not None:

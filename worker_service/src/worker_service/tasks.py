@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
     # The countdown for a retry after a lost worker (task_retry_on_worker_lost).
     default_retry_delay=settings.email_retry_base_delay,
 )
-def send_email(self: Task, email: SendEmailRequest) -> EmailResult:
+def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
     """Deliver one email over SMTP. Celery validates ``email`` against the shared model."""
     task_id: str = self.request.id
     ledger = DeliveryLedger(self.backend.client, self.app.conf.result_expires)
-    already = ledger.delivered(task_id)
+    already = ledger.delivered(self.delivered_before())
     if already is not None:
         log.warning("task %s was delivered before; not sending it again", task_id)
         return already
