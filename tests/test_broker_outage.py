@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def test_redis_stopped_gives_503_fast_and_recovery_needs_no_restart(
 
 
 def test_redis_frozen_gives_503_within_5_seconds(outage: OutageStack) -> None:
-    """A Redis that accepts connections but never answers: every wait must be bounded."""
+    """A Redis that accepts connections but never answers: every wait must be bounded,
+    also for callers queued behind others (more of them than publish slots)."""
     _delivers(outage, "before freeze")
     os.kill(outage.redis.proc.popen.pid, signal.SIGSTOP)
     try:
@@ -93,6 +95,16 @@ def test_redis_frozen_gives_503_within_5_seconds(outage: OutageStack) -> None:
             response, took = _send(client, "frozen")
             assert response.status_code == 503, response.text
             assert took < 5, f"503 took {took:.1f}s"
+
+            def send_one(n: int) -> tuple[int, float]:
+                with outage.client() as own:
+                    answer, seconds = _send(own, f"frozen {n}")
+                return answer.status_code, seconds
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                answers = list(pool.map(send_one, range(8)))
+            assert [code for code, _ in answers] == [503] * 8, answers
+            assert max(seconds for _, seconds in answers) < 5, answers
             started = time.monotonic()
             assert client.get("/healthz").status_code == 200
             assert time.monotonic() - started < 1

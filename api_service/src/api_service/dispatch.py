@@ -72,15 +72,19 @@ def _kwargs_repr(contract: TaskContract) -> str:
 class Dispatcher:
     """Records each submission and sends its task, off the event loop.
 
-    Each submission runs in a worker thread, at most ``concurrency`` at once. Each of
-    those slots has its own long-lived kombu producer: Celery's producer pool would
+    Each submission runs in a worker thread, at most ``concurrency`` at once (see
+    ApiSettings.publish_concurrency for why few). Each of those slots has its own
+    long-lived kombu producer: Celery's producer pool would
     re-create the producer's channel on every acquire (measured: 40 µs per publish).
     """
 
-    def __init__(self, app: Celery, recorder: SubmissionRecorder, concurrency: int) -> None:
+    def __init__(
+        self, app: Celery, recorder: SubmissionRecorder, concurrency: int, slot_timeout: float
+    ) -> None:
         self._app = app
         self._recorder = recorder
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._slots = anyio.Semaphore(concurrency)
+        self._slot_timeout = slot_timeout
         self._idle: queue.LifoQueue[Producer] = queue.LifoQueue()
         self._all: list[Producer] = []
         self._kwargs_reprs = {name: _kwargs_repr(contract) for name, contract in TASKS.items()}
@@ -95,7 +99,19 @@ class Dispatcher:
             raise ValueError(f"{task_name!r} is not a task of shared_schemas")
         kwargs = contract.kwargs(payload)
         work = functools.partial(self._submit, task_name, kwargs, task_id, owner)
-        await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        # Waiting for a slot is bounded too: with Redis frozen, each slot is held for
+        # up to REDIS_TIMEOUT, and a queue of callers must not wait out one another's.
+        try:
+            with anyio.fail_after(self._slot_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise BackendUnavailable(f"no publish slot for {task_id} in time") from None
+        try:
+            # Not cancellable once started: an abandoned publish could still land,
+            # and the caller must hear how it ended.
+            await anyio.to_thread.run_sync(work)
+        finally:
+            self._slots.release()
 
     def _submit(self, task_name: str, kwargs: dict[str, Any], task_id: str, owner: str) -> None:
         # Record first: a fast worker may finish before publish returns, and the
@@ -122,7 +138,7 @@ class Dispatcher:
 
     @contextlib.contextmanager
     def _producer(self) -> Iterator[Producer]:
-        # The limiter admits at most `concurrency` threads, so at most that many
+        # At most `concurrency` threads get here at once, so at most that many
         # producers are ever made.
         try:
             producer = self._idle.get_nowait()

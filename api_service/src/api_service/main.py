@@ -45,7 +45,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings.result_ttl,
         )
         app.state.dispatcher = Dispatcher(
-            make_producer_app(settings), recorder, settings.publish_concurrency
+            make_producer_app(settings),
+            recorder,
+            settings.publish_concurrency,
+            slot_timeout=settings.redis_timeout,
         )
         yield
         await results.aclose()
