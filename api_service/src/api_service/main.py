@@ -33,7 +33,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             else connect(settings.celery_broker_url, settings.redis_timeout)
         )
         app.state.broker_redis = broker
-        app.state.task_store = TaskStore(results, settings.result_ttl)
+        app.state.task_store = TaskStore(results)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
         recorder = SubmissionRecorder(
