@@ -96,11 +96,14 @@ def test_worker_metrics_count_tasks_across_pool_processes(stack: Stack) -> None:
 def test_logs_are_json_lines_that_carry_the_task_id(stack: Stack) -> None:
     subject = f"logged {uuid.uuid4().hex[:8]}"
     recipient = f"log-{uuid.uuid4().hex[:8]}@example.com"
+    mail = {"to": recipient, "subject": subject, "body": "secret"}
+    # Sent twice with one Idempotency-Key: the API logs the replay (INFO) with the id.
+    idempotent = {"Idempotency-Key": f"log-{uuid.uuid4().hex}"}
     with stack.client() as client:
-        response = client.post(
-            "/send-email", json={"to": recipient, "subject": subject, "body": "secret"}
-        )
+        response = client.post("/send-email", json=mail, headers=idempotent)
         task_id = response.json()["task_id"]
+        replay = client.post("/send-email", json=mail, headers=idempotent)
+        assert replay.json()["task_id"] == task_id
         wait_until_finished(client, task_id)
 
     def lines_about(log: str) -> list[dict[str, object]]:
@@ -111,8 +114,8 @@ def test_logs_are_json_lines_that_carry_the_task_id(stack: Stack) -> None:
     worker_lines = lines_about(stack.worker.log())
     assert {r.get("task_id") for r in worker_lines} == {task_id}, worker_lines
     assert all(r["level"] and r["time"] and r["message"] for r in worker_lines)
-    api_lines = [r for r in lines_about(stack.api.log()) if r.get("message") == "queued"]
-    assert api_lines
+    api_lines = lines_about(stack.api.log())
+    assert [r["message"] for r in api_lines] == ["replayed submission"], api_lines
     assert api_lines[0]["task_id"] == task_id
     # Neither the mail (its text, its recipients: Celery's success line would print the
     # result) nor the caller's key is logged.
