@@ -36,12 +36,17 @@ import httpx
 import redis
 from celery import Celery
 
+from api_service import submissions
+from api_service.dispatch import Dispatcher, make_producer_app
+from api_service.settings import ApiSettings
+from api_service.submissions import SubmissionRecorder
 from bench import report
 from bench.loadgen import K6Run, k6_version, run_k6
 from bench.procs import Proc, cpu_seconds, start_redis, start_uvicorn, start_workers
 from bench.smtp_sink import SmtpSink
 from devtools.procs import ROOT
-from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, task_routes
+from shared_schemas.email import SendEmailRequest
+from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, TASKS, task_routes
 
 API_KEY = "bench-key"
 PROJECT_DB, BASELINE_DB, FLOOR_DB = 0, 1, 3
@@ -272,6 +277,41 @@ class Bench:
         payload = sample if isinstance(sample, bytes) else b"x" * 1500
         self.fig["floor.lpush_per_s"], self.fig["floor.lpush_cpu_us"] = self._lpush_loop(payload)
         client.flushdb()
+        self.project_publish_loops()
+        client.flushdb()
+
+    def project_publish_loops(self) -> None:
+        """The API's own publish path, called in a loop in this process: its ``send_task``
+        (api_service.dispatch: its transport, a long-lived producer, kwargsrepr) and the
+        whole of a submission's thread work (the record, then that ``send_task``)."""
+        url = self.url(FLOOR_DB)
+        settings = ApiSettings(api_keys=API_KEY, celery_broker_url=url, celery_result_backend=url)
+        recorder = SubmissionRecorder(submissions.connect(url, 10, 1), settings.result_ttl)
+        dispatcher = Dispatcher(make_producer_app(settings), recorder, 1, slot_timeout=10)
+        kwargs = TASKS[SEND_EMAIL].kwargs(SendEmailRequest.model_validate(MAIL))
+        try:
+            for _ in range(20):  # connect, declare the queue
+                dispatcher._send(SEND_EMAIL, kwargs, str(uuid.uuid4()))
+
+            def send() -> None:
+                dispatcher._send(SEND_EMAIL, kwargs, str(uuid.uuid4()))
+
+            def submit() -> None:
+                dispatcher._submit(SEND_EMAIL, kwargs, str(uuid.uuid4()), "bench-owner")
+
+            self.fig["project.send_task_cpu_us"] = self._cpu_per_call(send)
+            self.fig["project.publish_thread_cpu_us"] = self._cpu_per_call(submit)
+        finally:
+            dispatcher.close()
+
+    def _cpu_per_call(self, call: Any) -> float:
+        deadline = time.perf_counter() + self.p.loop_s
+        calls = 0
+        cpu0 = time.process_time()
+        while calls < self.p.send_task_calls and time.perf_counter() < deadline:
+            call()
+            calls += 1
+        return (time.process_time() - cpu0) / max(calls, 1) * 1e6
 
     def _send_loop(self, *, backend: bool) -> tuple[float, float]:
         """CPU µs per ``send_task`` and calls/s, with a publisher set up as the project's
@@ -626,7 +666,7 @@ def run(params: Params, out_dir: Path) -> int:
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         bench = Bench(params, out_dir, work, stack)
-        _phase("floors: bare send_task, LPUSH")
+        _phase("floors: bare send_task, LPUSH; the API's publish path")
         bench.floor_loops()
         _phase("floor: constant JSON endpoint")
         bench.constant_endpoint()
