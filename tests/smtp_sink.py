@@ -37,7 +37,9 @@ class Stall:
 
 
 class RecordingHandler:
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
+        self.mail_from_replies: dict[str, str] = {}
         self.received: list[Received] = []
         self.rcpt_replies: dict[str, deque[str]] = {}
         self.rcpt_attempts: dict[str, int] = {}
@@ -54,6 +56,32 @@ class RecordingHandler:
         finally:
             with self.lock:
                 stall.waiting -= 1
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # Offer RFC 2920 PIPELINING as production MTAs do (aiosmtpd reads pipelined
+        # commands in order either way); the hook must record the client's name itself.
+        session.host_name = hostname
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        with self.lock:
+            reply = self.mail_from_replies.get(address)
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -96,8 +124,8 @@ class RecordingHandler:
 
 
 class SmtpSink:
-    def __init__(self) -> None:
-        self.handler = RecordingHandler()
+    def __init__(self, pipelining: bool = True) -> None:
+        self.handler = RecordingHandler(pipelining)
         self.port = free_port()
         self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
         self._controller.start()
@@ -137,6 +165,10 @@ class SmtpSink:
     def rcpt_attempts(self, address: str) -> int:
         with self.handler.lock:
             return self.handler.rcpt_attempts.get(address, 0)
+
+    def refuse_mail_from(self, address: str, reply: str) -> None:
+        with self.handler.lock:
+            self.handler.mail_from_replies[address] = reply
 
     def stall_at_rcpt(self, address: str) -> Stall:
         stall = Stall(threading.Event())
