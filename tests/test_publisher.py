@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 
 import pytest
@@ -59,3 +60,22 @@ def test_other_broker_schemes_keep_kombus_transport() -> None:
     )
     assert sentinel.conf.broker_transport is None
     sentinel.close()
+
+
+def test_rediss_urls_keep_verified_tls_through_the_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kombu turns TLS on from the URL's ``ssl_*`` query (which the settings add for
+    rediss://), not from the transport's name; ours must still get it."""
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    url = "rediss://:secret@redis.example:6380/0"
+    app = make_producer_app(ApiSettings(api_keys="k", celery_broker_url=url))
+    connection = app.connection_for_write()
+    try:
+        assert isinstance(connection.transport, broker_transport.Transport)
+        assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        assert (connection.hostname, connection.port) == ("redis.example", 6380)
+        assert connection.transport.Channel.connection_class_ssl is redis.SSLConnection
+    finally:
+        connection.release()
+        app.close()
