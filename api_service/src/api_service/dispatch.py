@@ -50,7 +50,8 @@ def make_producer_app(settings: ApiSettings) -> Celery:
         # Each task name goes to its queue (shared_schemas.tasks); nothing goes to
         # Celery's default queue, which no worker of ours reads.
         task_routes=task_routes(),
-        # Dispatcher keeps one producer, and so one connection, per publish slot.
+        # Dispatcher publishes through a producer and connection of its own per slot,
+        # not through Celery's pool; anything else that borrows from it gets as many.
         broker_pool_limit=settings.publish_concurrency,
         broker_connection_timeout=timeout,
         broker_transport_options={
