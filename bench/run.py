@@ -36,8 +36,8 @@ import httpx
 import redis
 from celery import Celery
 
-from api_service import submissions
 from api_service.dispatch import Dispatcher, make_producer_app
+from api_service.redis_clients import connect_blocking
 from api_service.settings import ApiSettings
 from api_service.submissions import SubmissionRecorder
 from bench import report
@@ -286,7 +286,7 @@ class Bench:
         whole of a submission's thread work (the record, then that ``send_task``)."""
         url = self.url(FLOOR_DB)
         settings = ApiSettings(api_keys=API_KEY, celery_broker_url=url, celery_result_backend=url)
-        recorder = SubmissionRecorder(submissions.connect(url, 10, 1), settings.result_ttl)
+        recorder = SubmissionRecorder(connect_blocking(url, 10, 1), settings.result_ttl)
         dispatcher = Dispatcher(make_producer_app(settings), recorder, 1, slot_timeout=10)
         kwargs = TASKS[SEND_EMAIL].kwargs(SendEmailRequest.model_validate(MAIL))
         try:

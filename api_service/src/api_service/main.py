@@ -16,28 +16,35 @@ from api_service.errors import install_error_handlers
 from api_service.idempotency import IdempotencyKeys
 from api_service.metrics import MetricsMiddleware
 from api_service.rate_limit import RateLimiter
+from api_service.redis_clients import connect_async, connect_blocking
 from api_service.settings import ApiSettings
 from api_service.submissions import SubmissionRecorder
-from api_service.submissions import connect as connect_sync
-from api_service.task_store import TaskStore, connect
+from api_service.task_store import TaskStore
+
+# Status reads, idempotency keys, the rate limit and probes share these on the event loop.
+_ASYNC_CONNECTIONS = 64
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.keyring = KeyRing([key.get_secret_value() for key in settings.api_keys])
-        results = connect(settings.celery_result_backend, settings.redis_timeout)
+        results = connect_async(
+            settings.celery_result_backend, settings.redis_timeout, _ASYNC_CONNECTIONS
+        )
         broker = (
             results
             if settings.celery_broker_url == settings.celery_result_backend
-            else connect(settings.celery_broker_url, settings.redis_timeout)
+            else connect_async(
+                settings.celery_broker_url, settings.redis_timeout, _ASYNC_CONNECTIONS
+            )
         )
         app.state.broker_redis = broker
         app.state.task_store = TaskStore(results)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
         recorder = SubmissionRecorder(
-            connect_sync(
+            connect_blocking(
                 settings.celery_result_backend,
                 settings.redis_timeout,
                 settings.publish_concurrency,

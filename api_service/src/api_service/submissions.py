@@ -19,20 +19,6 @@ from api_service.errors import BackendUnavailable
 from shared_schemas import records
 
 
-def connect(url: str, timeout: float, max_connections: int) -> redis.Redis:
-    """Bounded like the async client (task_store.connect): waiting for a free
-    connection, connecting and every reply each give up after ``timeout``."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-    )
-    return redis.Redis.from_pool(pool)
-
-
 class SubmissionRecorder:
     def __init__(self, client: redis.Redis, result_ttl: int) -> None:
         self._redis = client

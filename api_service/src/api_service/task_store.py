@@ -22,26 +22,6 @@ from shared_schemas.tasks import TASKS
 
 # The key Celery's key-value result backends store a task's meta under.
 _META_PREFIX = KeyValueStoreBackend.task_keyprefix
-_MAX_CONNECTIONS = 64
-
-
-def connect(url: str, timeout: float) -> aioredis.Redis:
-    """The API's async client for the result store.
-
-    A blocking pool: under a burst, requests wait (up to ``timeout``) for a free
-    connection instead of failing at the pool's limit; every call is bounded too.
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=_MAX_CONNECTIONS,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
 # The record and Celery's meta in one command: measured, a Lua call costs the event loop
 # ~135 µs of CPU where a two-command pipeline costs ~165 µs. Both keys live in the
 # result store.
