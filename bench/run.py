@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -299,19 +299,23 @@ class Bench:
             def submit() -> None:
                 dispatcher._submit(SEND_EMAIL, kwargs, str(uuid.uuid4()), "bench-owner")
 
-            self.fig["project.send_task_cpu_us"] = self._cpu_per_call(send)
-            self.fig["project.publish_thread_cpu_us"] = self._cpu_per_call(submit)
+            calls = self.p.send_task_calls
+            self.fig["project.send_task_cpu_us"], _ = self._timed_loop(send, calls)
+            self.fig["project.publish_thread_cpu_us"], _ = self._timed_loop(submit, calls)
         finally:
             dispatcher.close()
 
-    def _cpu_per_call(self, call: Any) -> float:
+    def _timed_loop(self, call: Callable[[], object], max_calls: int) -> tuple[float, float]:
+        """Calls ``call`` until ``max_calls`` or ``loop_s`` seconds: CPU µs per call, calls/s."""
         deadline = time.perf_counter() + self.p.loop_s
         calls = 0
-        cpu0 = time.process_time()
-        while calls < self.p.send_task_calls and time.perf_counter() < deadline:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        while calls < max_calls and time.perf_counter() < deadline:
             call()
             calls += 1
-        return (time.process_time() - cpu0) / max(calls, 1) * 1e6
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        calls = max(calls, 1)
+        return cpu / calls * 1e6, calls / wall
 
     def _send_loop(self, *, backend: bool) -> tuple[float, float]:
         """CPU µs per ``send_task`` and calls/s, with a publisher set up as the project's
@@ -330,10 +334,8 @@ class Bench:
         try:
             for _ in range(20):  # connect, declare the queue
                 app.send_task(SEND_EMAIL, kwargs=kwargs, task_id=str(uuid.uuid4()))
-            deadline = time.perf_counter() + self.p.loop_s
-            calls = 0
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            while calls < self.p.send_task_calls and time.perf_counter() < deadline:
+
+            def send() -> None:
                 app.send_task(
                     SEND_EMAIL,
                     kwargs=kwargs,
@@ -341,23 +343,18 @@ class Bench:
                     retry=True,
                     retry_policy=RETRY_POLICY,
                 )
-                calls += 1
-            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+
+            return self._timed_loop(send, self.p.send_task_calls)
         finally:
             app.close()
-        return cpu / calls * 1e6, calls / wall
 
     def _lpush_loop(self, payload: bytes) -> tuple[float, float]:
         client = self.client(FLOOR_DB)
         client.ping()
-        deadline = time.perf_counter() + self.p.loop_s
-        calls = 0
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        while calls < self.p.lpush_calls and time.perf_counter() < deadline:
-            client.lpush("bench:lpush", payload)
-            calls += 1
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        return calls / wall, cpu / calls * 1e6
+        cpu_us, per_s = self._timed_loop(
+            lambda: client.lpush("bench:lpush", payload), self.p.lpush_calls
+        )
+        return per_s, cpu_us
 
     # -- HTTP phases (k6) ---------------------------------------------------------------
 

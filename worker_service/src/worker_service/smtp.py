@@ -154,7 +154,13 @@ def _send(
     mail_reply = client.getreply()
     rcpt_replies = [client.getreply() for _ in recipients]
     data_reply = client.getreply()
-    if data_reply[0] == 354 and (mail_reply[0] != 250 or _none_accepted(rcpt_replies)):
+    refused = {
+        address: reply
+        for address, reply in zip(recipients, rcpt_replies, strict=True)
+        if reply[0] not in (250, 251)
+    }
+    none_accepted = len(refused) == len(recipients)
+    if data_reply[0] == 354 and (mail_reply[0] != 250 or none_accepted):
         # A server should refuse DATA without a sender or a recipient; one that did
         # not gets an empty mail ended at once, and is reset below.
         client.send(".\r\n")
@@ -163,13 +169,8 @@ def _send(
     if mail_reply[0] != 250:
         _abandon(client, mail_reply[0])
         raise smtplib.SMTPSenderRefused(mail_reply[0], mail_reply[1], sender)
-    refused = {
-        address: reply
-        for address, reply in zip(recipients, rcpt_replies, strict=True)
-        if reply[0] not in (250, 251)
-    }
     closing = any(code == 421 for code, _ in refused.values())
-    if closing or len(refused) == len(recipients):
+    if closing or none_accepted:
         _abandon(client, 421 if closing else data_reply[0])
         raise smtplib.SMTPRecipientsRefused(refused)
     if data_reply[0] != 354:
@@ -191,10 +192,6 @@ def _wire_data(message: EmailMessage) -> bytes:
     if not quoted.endswith(b"\r\n"):
         quoted += b"\r\n"
     return quoted + b".\r\n"
-
-
-def _none_accepted(replies: list[tuple[int, bytes]]) -> bool:
-    return all(code not in (250, 251) for code, _ in replies)
 
 
 def _abandon(client: smtplib.SMTP, code: int) -> None:
