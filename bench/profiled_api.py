@@ -3,7 +3,7 @@
 For ``python -m bench.profile`` only, never for the figures of ``make bench``. Once
 ``$BENCH_PROFILE_DELAY`` seconds have passed after start-up (the warm-up: first
 connections, lazy imports), the event-loop thread is profiled until shutdown, and so is
-every publish, which the API runs in a worker thread, each on its own thread. Both are
+every batch publish, which the API runs in its publish threads, each on its own thread. Both are
 timed by the thread's CPU clock. At shutdown the sessions are saved to
 ``$BENCH_PROFILE_OUT-loop.pyisession`` and ``$BENCH_PROFILE_OUT-publish.pyisession``.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,9 @@ from typing import Any
 from pyinstrument import Profiler
 from pyinstrument.session import Session
 
-from api_service.dispatch import Dispatcher
 from api_service.main import app
+from api_service.publisher import BatchPublisher
+from api_service.submissions import Submission
 from bench import profiling
 
 _OUT = os.environ["BENCH_PROFILE_OUT"]
@@ -30,23 +31,26 @@ _DELAY = float(os.environ.get("BENCH_PROFILE_DELAY", "0"))
 _sessions: list[Session] = []
 _lock = threading.Lock()
 _on = threading.Event()
-_original_submit = Dispatcher._submit
+_submissions = 0
+_original_publish = BatchPublisher.publish
 
 
-def _profiled_submit(self: Dispatcher, *args: Any, **kwargs: Any) -> None:
+def _profiled_publish(self: BatchPublisher, batch: Sequence[Submission]) -> None:
+    global _submissions
     if not _on.is_set():
-        _original_submit(self, *args, **kwargs)
+        _original_publish(self, batch)
         return
     profiler = profiling.start_cpu_profiler()
     try:
-        _original_submit(self, *args, **kwargs)
+        _original_publish(self, batch)
     finally:
         session = profiler.stop()
         with _lock:
             _sessions.append(session)
+            _submissions += len(batch)
 
 
-Dispatcher._submit = _profiled_submit  # type: ignore[method-assign]
+BatchPublisher.publish = _profiled_publish  # type: ignore[method-assign]
 
 _original_lifespan = app.router.lifespan_context
 
@@ -74,7 +78,7 @@ def _save(loop: Session | None) -> None:
     with _lock:
         sessions = list(_sessions)
     profiling.save(profiling.combine(sessions), Path(f"{_OUT}-publish.pyisession"))
-    Path(f"{_OUT}-publish.count").write_text(str(len(sessions)))
+    Path(f"{_OUT}-publish.count").write_text(str(_submissions))
 
 
 app.router.lifespan_context = _profiled_lifespan

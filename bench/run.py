@@ -36,10 +36,10 @@ import httpx
 import redis
 from celery import Celery
 
-from api_service.dispatch import Dispatcher, make_producer_app
+from api_service.publisher import BatchPublisher, make_producer_app
 from api_service.redis_clients import connect_blocking
 from api_service.settings import ApiSettings
-from api_service.submissions import SubmissionRecorder
+from api_service.submissions import Submission, SubmissionRecorder
 from bench import report
 from bench.loadgen import K6Run, k6_version, run_k6
 from bench.procs import Proc, cpu_seconds, start_redis, start_uvicorn, start_workers
@@ -53,6 +53,8 @@ PROJECT_DB, BASELINE_DB, FLOOR_DB = 0, 1, 3
 BASELINE_QUEUE = "celery"  # the tutorial app's default queue
 BASELINE_TASK = "baseline.send_email"
 STAGED = "bench:staged"
+# Submissions per batch in the in-process group-commit figure.
+PUBLISH_BATCH = 32
 MAIL: dict[str, Any] = {
     "to": ["alice@example.com"],
     "subject": "Bench",
@@ -281,29 +283,43 @@ class Bench:
         client.flushdb()
 
     def project_publish_loops(self) -> None:
-        """The API's own publish path, called in a loop in this process: its ``send_task``
-        (api_service.dispatch: its transport, a long-lived producer, kwargsrepr) and the
-        whole of a submission's thread work (the record, then that ``send_task``)."""
+        """The API's own publish path, called in a loop in this process
+        (api_service.publisher: its transport, a long-lived producer, kwargsrepr): one
+        ``send_task``; a submission's whole work in a publish thread (its record, then
+        its ``send_task``) alone; and the same per submission in batches of
+        ``PUBLISH_BATCH``, as the API does under load (group commit)."""
         url = self.url(FLOOR_DB)
         settings = ApiSettings(api_keys=API_KEY, celery_broker_url=url, celery_result_backend=url)
         recorder = SubmissionRecorder(connect_blocking(url, 10, 1), settings.result_ttl)
-        dispatcher = Dispatcher(make_producer_app(settings), recorder, 1, slot_timeout=10)
+        producer_app = make_producer_app(settings)
+        publisher = BatchPublisher(producer_app, recorder)
         kwargs = TASKS[SEND_EMAIL].kwargs(SendEmailRequest.model_validate(MAIL))
+
+        def submissions(count: int) -> list[Submission]:
+            return [
+                Submission(SEND_EMAIL, kwargs, str(uuid.uuid4()), "bench-owner")
+                for _ in range(count)
+            ]
+
         try:
             for _ in range(20):  # connect, declare the queue
-                dispatcher._send(SEND_EMAIL, kwargs, str(uuid.uuid4()))
-
-            def send() -> None:
-                dispatcher._send(SEND_EMAIL, kwargs, str(uuid.uuid4()))
-
-            def submit() -> None:
-                dispatcher._submit(SEND_EMAIL, kwargs, str(uuid.uuid4()), "bench-owner")
-
+                publisher.publish(submissions(1))
             calls = self.p.send_task_calls
-            self.fig["project.send_task_cpu_us"], _ = self._timed_loop(send, calls)
-            self.fig["project.publish_thread_cpu_us"], _ = self._timed_loop(submit, calls)
+            self.fig["project.send_task_cpu_us"], _ = self._timed_loop(
+                lambda: publisher._send(submissions(1)), calls
+            )
+            self.fig["project.publish_thread_cpu_us"], _ = self._timed_loop(
+                lambda: publisher.publish(submissions(1)), calls
+            )
+            per_batch, _ = self._timed_loop(
+                lambda: publisher.publish(submissions(PUBLISH_BATCH)),
+                max(1, calls // PUBLISH_BATCH),
+            )
+            self.fig["project.publish_batched_cpu_us"] = per_batch / PUBLISH_BATCH
         finally:
-            dispatcher.close()
+            publisher.close()
+            recorder.close()
+            producer_app.close()
 
     def _timed_loop(self, call: Callable[[], object], max_calls: int) -> tuple[float, float]:
         """Calls ``call`` until ``max_calls`` or ``loop_s`` seconds: CPU µs per call, calls/s."""

@@ -42,7 +42,7 @@ def test_task_names_are_namespaced_constants() -> None:
 
 
 def test_every_task_has_a_queue_the_worker_consumes_and_the_api_routes_to() -> None:
-    from api_service.dispatch import make_producer_app
+    from api_service.publisher import make_producer_app
     from api_service.settings import ApiSettings
 
     consumed = set(worker_service.app.conf.task_queues)
@@ -63,20 +63,21 @@ def test_the_api_publishes_only_shared_task_names() -> None:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 if node.func.attr == "send_task":
                     publishers.append(path.name)
-                if node.func.attr == "publish":
+                if node.func.attr == "submit":
                     first = node.args[0]
                     # Task names come from shared_schemas constants, never literals.
                     assert isinstance(first, ast.Name), ast.dump(first)
                     assert first.id in vars(shared_schemas.tasks), first.id
-    # One place sends tasks, and it refuses names outside TASKS (Dispatcher.publish).
-    assert publishers == ["dispatch.py"]
+    # One place sends tasks; what reaches it went through Dispatcher.submit, which
+    # refuses names outside TASKS.
+    assert publishers == ["publisher.py"]
 
 
 def test_the_api_publisher_has_no_result_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the Redis backend, every send_task would also subscribe to a result channel."""
     from celery.backends.base import DisabledBackend
 
-    from api_service.dispatch import make_producer_app
+    from api_service.publisher import make_producer_app
     from api_service.settings import ApiSettings
 
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/0")

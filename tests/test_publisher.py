@@ -1,7 +1,9 @@
-"""The API's publisher: kombu's Redis transport with one client per channel."""
+"""The API's publisher: kombu's Redis transport with one client per channel, and a
+batch of submissions recorded and queued together."""
 
 from __future__ import annotations
 
+import json
 import ssl
 import uuid
 
@@ -10,9 +12,14 @@ import redis
 from celery import Celery
 
 from api_service import broker_transport
-from api_service.dispatch import make_producer_app
+from api_service.errors import BackendUnavailable
+from api_service.publisher import BatchPublisher, make_producer_app
 from api_service.settings import ApiSettings
-from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL
+from api_service.submissions import Submission, SubmissionRecorder
+from devtools.procs import free_port
+from shared_schemas import records
+from shared_schemas.email import SendEmailRequest
+from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, TASKS
 from tests.procs import RedisServer
 
 DB = 9
@@ -78,4 +85,58 @@ def test_rediss_urls_keep_verified_tls_through_the_transport(
         assert connection.transport.Channel.connection_class_ssl is redis.SSLConnection
     finally:
         connection.release()
+        app.close()
+
+
+def _batch(count: int) -> list[Submission]:
+    email = SendEmailRequest.model_validate({"to": "a@example.com", "subject": "s", "body": "b"})
+    kwargs = TASKS[SEND_EMAIL].kwargs(email)
+    return [Submission(SEND_EMAIL, kwargs, str(uuid.uuid4()), "owner-1") for _ in range(count)]
+
+
+def test_a_batch_is_recorded_then_queued_as_send_task_messages(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _publisher(redis_server, monkeypatch)
+    store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+    recorder = SubmissionRecorder(store, result_ttl=600)
+    publisher = BatchPublisher(app, recorder)
+    batch = _batch(20)
+    try:
+        publisher.publish(batch)
+        messages = [json.loads(raw) for raw in reversed(store.lrange(EMAIL_QUEUE, 0, -1))]
+        assert [message["headers"]["id"] for message in messages] == [s.task_id for s in batch]
+        assert {message["headers"]["task"] for message in messages} == {SEND_EMAIL}
+        # Flower and `celery inspect` see the shape of the arguments, not the mail.
+        assert {message["headers"]["kwargsrepr"] for message in messages} == {
+            "{'email': '<SendEmailRequest>'}"
+        }
+        for submission in batch:
+            record = store.hgetall(records.record_key(submission.task_id))
+            assert record[records.TASK] == SEND_EMAIL
+            assert record[records.OWNER] == "owner-1"
+            assert 0 < store.ttl(records.record_key(submission.task_id)) <= 600
+    finally:
+        store.flushdb()
+        publisher.close()
+        app.close()
+
+
+def test_a_batch_the_broker_did_not_take_leaves_no_records(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    app = make_producer_app(ApiSettings(api_keys="k", celery_broker_url=nowhere, redis_timeout=1))
+    store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+    publisher = BatchPublisher(app, SubmissionRecorder(store, result_ttl=600))
+    batch = _batch(5)
+    try:
+        with pytest.raises(BackendUnavailable, match="could not publish"):
+            publisher.publish(batch)
+        # Recorded first, then removed: the status API must not report them PENDING.
+        assert store.exists(*(records.record_key(s.task_id) for s in batch)) == 0
+    finally:
+        store.flushdb()
+        publisher.close()
         app.close()

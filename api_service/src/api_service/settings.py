@@ -19,16 +19,17 @@ class ApiSettings(CommonSettings):
         gt=0,
         description="Largest request body accepted; larger ones get 413 (MAX_REQUEST_BYTES).",
     )
-    # Each submission's Redis work (record, then publish) runs in a worker thread.
-    # Measured (make bench, 64 connections): with 32 threads contending for the GIL the
-    # event loop waited for it long enough to put /healthz's p99 at 0.2-0.5 s; with 2 it
-    # was 4 ms, at the same throughput. A slot handles about 1 / (2 x Redis RTT + 0.4 ms)
-    # submissions a second, so raise this when Redis is far away.
+    # The submissions' Redis work (records, then publishes) runs in publish threads, each
+    # taking every submission waiting, in batches of up to 64, two round trips a batch
+    # (api_service.dispatch). Measured (make bench, 64 connections): one thread gave
+    # 1,500 req/s against 1,370 for two; more threads only contend with the event loop for
+    # the GIL. One thread sends about 64 / (2 x Redis RTT + 7 ms) submissions a second, so
+    # a second one only pays off when Redis is several milliseconds away.
     publish_concurrency: int = Field(
-        default=2,
+        default=1,
         gt=0,
-        description="Submissions whose Redis writes run at once (worker threads), and the "
-        "size of the broker and record connection pools (PUBLISH_CONCURRENCY).",
+        description="Publish threads, each sending a batch of submissions at a time, and "
+        "the size of the broker and record connection pools (PUBLISH_CONCURRENCY).",
     )
     rate_limit_per_minute: int = Field(
         default=0,

@@ -15,7 +15,8 @@ from celery.backends.base import KeyValueStoreBackend
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from api_service.errors import BackendUnavailable, ContractViolation
+from api_service.coalesced_reads import CoalescedScript
+from api_service.errors import ContractViolation
 from shared_schemas import records
 from shared_schemas.status import TaskError, TaskState, TaskStatus
 from shared_schemas.tasks import TASKS
@@ -33,15 +34,12 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[2])}
 class TaskStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._read_status = client.register_script(_READ_STATUS)
+        self._read_status = CoalescedScript(client, _READ_STATUS)
 
     async def status(self, task_id: str, owner: str) -> TaskStatus | None:
         """The task's status, or None if this caller never submitted it."""
         keys = [records.record_key(task_id), f"{_META_PREFIX}{task_id}"]
-        try:
-            flat_record, raw_meta = await self._read_status(keys=keys)
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(f"could not read {task_id}: {exc!r}") from exc
+        flat_record, raw_meta = await self._read_status(keys)
         record = dict(zip(flat_record[::2], flat_record[1::2], strict=True))
         if not record or record.get(records.OWNER) != owner:
             return None
