@@ -7,6 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import redis
+from celery import Celery
+from celery.result import AsyncResult
 
 from tests.conftest import MAIL_FROM, Stack
 from tests.procs import wait_for
@@ -138,3 +141,32 @@ def test_mail_refused_for_every_recipient_fails_with_the_smtp_reply(stack: Stack
     assert "550" in status["error"]["message"]
     assert f"{REFUSED_PREFIX}hal@example.com" in status["error"]["message"]
     assert stack.smtp.messages(Subject=subject) == []
+
+
+def test_celerys_own_result_api_sees_the_success(stack: Stack) -> None:
+    """The worker stores SUCCESS with its delivery mark (one round trip, not Celery's
+    two); what it stores must be what Celery would have: its meta, key and expiry."""
+    celery_client = Celery("reader", backend=stack.env["CELERY_RESULT_BACKEND"])
+    with stack.client() as client:
+        response = client.post(
+            "/send-email",
+            json={"to": "erin@example.com", "subject": unique_subject("AsyncResult"), "body": "b"},
+        )
+        assert response.status_code == 202, response.text
+        task_id = response.json()["task_id"]
+        status = wait_until_finished(client, task_id)
+    try:
+        result = AsyncResult(task_id, app=celery_client)
+        stored = result.get(timeout=10)
+        assert result.status == "SUCCESS"
+        assert result.date_done is not None
+        shown = status["result"]
+        assert {k: v for k, v in stored.items() if k != "sent_at"} == {
+            k: v for k, v in shown.items() if k != "sent_at"
+        }
+        assert datetime.fromisoformat(stored["sent_at"]) == datetime.fromisoformat(shown["sent_at"])
+        store = redis.Redis.from_url(stack.env["CELERY_RESULT_BACKEND"])
+        assert store.ttl(celery_client.backend.get_key_for_task(task_id)) > 0
+        store.close()
+    finally:
+        celery_client.close()

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
     max_retries=settings.email_max_retries,
     # The countdown for a retry after a lost worker (task_retry_on_worker_lost).
     default_retry_delay=settings.email_retry_base_delay,
+    # The SUCCESS is stored with the delivery ledger's mark, in the same round trip
+    # (delivery_ledger); Celery still stores RETRY and FAILURE.
+    ignore_result=True,
+    store_errors_even_if_ignored=True,
 )
 def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
     """Deliver one email over SMTP. Celery validates ``email`` against the shared model."""
@@ -52,7 +56,7 @@ def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
             rejected=delivery.rejected,
             sent_at=datetime.now(UTC),
         )
-        ledger.mark_delivered(task_id, result)
+        ledger.mark_delivered(self, result)
         results.append(result)
 
     try:
