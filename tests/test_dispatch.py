@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
+import httpx
 import pytest
 
 from api_service.dispatch import Dispatcher
@@ -116,3 +117,28 @@ def test_a_submission_no_thread_claims_in_time_is_withdrawn_and_never_published(
     finally:
         dispatcher.close()
     assert publisher.batches == [["held"]]
+
+
+def test_healthz_fails_once_the_publish_threads_have_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without its publish threads the API can queue nothing: liveness must say so, so
+    the orchestrator restarts it, rather than every submission timing out into a 503."""
+    monkeypatch.setenv("API_KEYS", "k")  # api_service.main reads its settings on import
+    from api_service.main import create_app
+    from api_service.settings import ApiSettings
+
+    app = create_app(ApiSettings(api_keys="k"))
+    app.state.dispatcher = Dispatcher([RecordingPublisher()], slot_timeout=10)
+
+    async def probe() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            running = await client.get("/healthz")
+            app.state.dispatcher.close()
+            return [running, await client.get("/healthz")]
+
+    running, stopped = asyncio.run(probe())
+    assert (running.status_code, running.json()) == (200, {"status": "ok"})
+    assert stopped.status_code == 503
+    assert stopped.json() == {"status": "publish threads stopped"}

@@ -153,6 +153,11 @@ class Dispatcher:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, mine, error)
 
+    @property
+    def running(self) -> bool:
+        """Whether every publish thread is alive; without them nothing gets queued."""
+        return all(thread.is_alive() for thread in self._threads)
+
     def close(self) -> None:
         """Stop the publish threads once they have published what is waiting."""
         for _ in self._threads:

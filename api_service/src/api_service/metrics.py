@@ -86,9 +86,7 @@ class MetricsMiddleware:
             status = int(str(answer["status"]))
             route = scope.get("route")
             template = getattr(route, "path", None) or "(unmatched)"
-            self._duration(scope["method"], template, status).observe(
-                time.perf_counter() - started
-            )
+            self._duration(scope["method"], template, status).observe(time.perf_counter() - started)
             if task is not None:
                 outcome = "replayed" if answer["replayed"] else _OUTCOMES.get(status, "error")
                 self._submission(task, outcome).inc()
