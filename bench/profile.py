@@ -5,7 +5,7 @@ profiled variants of the project's processes, and writes text reports to
 bench/results/profile/:
 
 - api-enqueue-loop.txt: the API's event-loop thread under the enqueue load
-  (64 connections), and api-enqueue-publish.txt: every publish, run in the API's worker
+  (64 connections), and api-enqueue-publish.txt: every batch publish, run in the API's publish
   threads, each profiled on its own thread;
 - api-status-loop.txt: the event-loop thread under the status-read load;
 - worker-child.txt: the pool process running email.send (1 node, 1 process, a backlog
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         _report(
             [Path(f"{enqueue}-publish.pyisession")],
             out / "api-enqueue-publish.txt",
-            "API publish threads (send_task), POST /send-email at 64 connections",
+            "API publish thread (records + send_task, a batch at a time), per submission, "
+            "POST /send-email at 64 connections",
             published,
         )
 
