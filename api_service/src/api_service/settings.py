@@ -20,10 +20,10 @@ class ApiSettings(CommonSettings):
         description="Largest request body accepted; larger ones get 413 (MAX_REQUEST_BYTES).",
     )
     # The submissions' Redis work (records, then publishes) runs in publish threads, each
-    # taking every submission waiting, in batches of up to 64, two round trips a batch
+    # taking every submission waiting, in batches of up to 16, two round trips a batch
     # (api_service.dispatch). Measured (make bench, 64 connections): one thread gave
     # 1,500 req/s against 1,370 for two; more threads only contend with the event loop for
-    # the GIL. One thread sends about 64 / (2 x Redis RTT + 7 ms) submissions a second, so
+    # the GIL. One thread sends about 16 / (2 x Redis RTT + 2 ms) submissions a second, so
     # a second one only pays off when Redis is several milliseconds away.
     publish_concurrency: int = Field(
         default=1,
