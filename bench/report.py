@@ -406,7 +406,7 @@ _FLOOR_ROWS = [
         "project.publish_thread_cpu_us",
     ),
     (
-        "The same per submission in batches of 32 (group commit, as under load), CPU",
+        "The same per submission in batches of 16 (group commit, as under load), CPU",
         "µs",
         "project.publish_batched_cpu_us",
     ),
