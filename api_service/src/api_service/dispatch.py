@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -46,8 +46,8 @@ class _Waiting:
     submission: Submission
     done: asyncio.Future[None]
     # Under Dispatcher._claims: a publish thread claimed it, or its caller withdrew it.
-    claimed: bool = field(default=False)
-    withdrawn: bool = field(default=False)
+    claimed: bool = False
+    withdrawn: bool = False
 
 
 class Dispatcher:
