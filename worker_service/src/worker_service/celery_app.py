@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit
 
 from celery import Celery
 from pydantic import ValidationError
 
 from shared_schemas.tasks import queues, task_routes
+from worker_service import broker_transport
 from worker_service.settings import WorkerSettings
 
 
@@ -83,6 +85,9 @@ def make_celery(settings: WorkerSettings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
     )
+    if urlsplit(settings.celery_broker_url).scheme in broker_transport.SCHEMES:
+        # One redis-py client per channel instead of one per command (broker_transport).
+        app.conf.broker_transport = broker_transport.PATH
     return app
 
 

@@ -1,0 +1,80 @@
+"""The worker's broker transport: kombu's Redis transport with one client per channel,
+so the unacked bookkeeping and the ack of every task reuse it."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import redis
+from celery import Celery
+
+from tests.procs import RedisServer
+from worker_service import broker_transport
+from worker_service.celery_app import make_celery
+from worker_service.settings import WorkerSettings
+
+DB = 10
+QUEUE = "transport-test"
+
+
+def _worker_app(url: str) -> Celery:
+    return make_celery(WorkerSettings(celery_broker_url=url))
+
+
+def test_received_and_acked_messages_reuse_one_redis_client(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _worker_app(redis_server.url(DB))
+    try:
+        with app.connection_for_read() as connection:
+            assert isinstance(connection.transport, broker_transport.Transport)
+            channel = connection.default_channel
+            created = []
+            create = channel._create_client
+
+            def counting_create(*args: object, **kwargs: object) -> redis.Redis:
+                client: redis.Redis = create(*args, **kwargs)
+                created.append(client)
+                return client
+
+            monkeypatch.setattr(channel, "_create_client", counting_create)
+            queue = connection.SimpleQueue(QUEUE)
+            for n in range(3):
+                queue.put({"n": n})
+                message = queue.get(timeout=5)  # recorded as unacked (QoS.append)
+                assert message.payload == {"n": n}
+                message.ack()  # QoS.ack
+            assert len(created) == 1
+            assert not redis.Redis(port=redis_server.port, db=DB).hlen("unacked")
+
+            # After a fork or a disconnect kombu replaces the channel's pool; the
+            # shared client must follow it rather than talk through the old one.
+            channel._disconnect_pools()
+            queue.put({"n": 3})
+            queue.get(timeout=5).ack()
+            assert len(created) == 2
+            assert created[-1].connection_pool is channel.pool
+            queue.close()
+    finally:
+        redis.Redis(port=redis_server.port, db=DB).flushdb()
+        app.close()
+
+
+def test_other_broker_schemes_keep_kombus_transport() -> None:
+    app = _worker_app("sentinel://127.0.0.1:26379")
+    assert app.conf.broker_transport is None
+    app.close()
+
+
+def test_rediss_urls_keep_verified_tls_through_the_transport() -> None:
+    app = _worker_app("rediss://:secret@redis.example:6380/0")
+    connection = app.connection_for_read()
+    try:
+        assert isinstance(connection.transport, broker_transport.Transport)
+        assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        assert (connection.hostname, connection.port) == ("redis.example", 6380)
+        assert connection.transport.Channel.connection_class_ssl is redis.SSLConnection
+    finally:
+        connection.release()
+        app.close()
