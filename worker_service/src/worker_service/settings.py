@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 from enum import StrEnum
+from functools import cached_property
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -81,6 +82,7 @@ class WorkerSettings(CommonSettings):
             )
         return self
 
-    @property
+    @cached_property
     def sender_address(self) -> str:
+        # Read twice per mail (the Message-ID, the envelope): parsed once.
         return parseaddr(self.mail_from)[1]
