@@ -5,8 +5,7 @@ profiled variants of the project's processes, and writes text reports to
 bench/results/profile/:
 
 - api-enqueue-loop.txt: the API's event-loop thread under the enqueue load
-  (64 connections), and api-enqueue-publish.txt: every batch publish, run in the API's publish
-  threads, each profiled on its own thread;
+  (64 connections), where all of a submission's work runs, its publish included;
 - api-status-loop.txt: the event-loop thread under the status-read load;
 - worker-child.txt: the pool process running email.send (1 node, 1 process, a backlog
   of real mails), and worker-main.txt: the node's main process (the consumer);
@@ -121,18 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         with bench.running([api]):
             bench.enqueue_phase("project", api, url)
-        published = int(Path(f"{enqueue}-publish.count").read_text() or 0)
         _report(
             [Path(f"{enqueue}-loop.pyisession")],
             out / "api-enqueue-loop.txt",
-            "API event-loop thread, POST /send-email at 64 connections",
-        )
-        _report(
-            [Path(f"{enqueue}-publish.pyisession")],
-            out / "api-enqueue-publish.txt",
-            "API publish thread (records + send_task, a batch at a time), per submission, "
-            "POST /send-email at 64 connections",
-            published,
+            "API event-loop thread, POST /send-email at 64 connections (publishing included)",
         )
 
         step("finished tasks to read")

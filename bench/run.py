@@ -16,6 +16,7 @@ Writes <out>/latest.json, latest.md and latest.png (default out: bench/results/)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -36,8 +37,9 @@ import httpx
 import redis
 from celery import Celery
 
-from api_service.publisher import BatchPublisher, make_producer_app
-from api_service.redis_clients import connect_blocking
+from api_service.dispatch import Dispatcher
+from api_service.publisher import TaskMessages, make_producer_app
+from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import Submission, SubmissionRecorder
 from bench import report
@@ -283,43 +285,75 @@ class Bench:
         client.flushdb()
 
     def project_publish_loops(self) -> None:
-        """The API's own publish path, called in a loop in this process
-        (api_service.publisher: its transport, a long-lived producer, kwargsrepr): one
-        ``send_task``; a submission's whole work in a publish thread (its record, then
-        its ``send_task``) alone; and the same per submission in batches of
-        ``PUBLISH_BATCH``, as the API does under load (group commit)."""
+        """The API's own publish path, called in a loop in this process: one
+        ``send_task`` into the broker channel's outbox (api_service.publisher: what the
+        event loop pays per submission to build its message); a submission's whole
+        publish (that, its record and the write of its message, api_service.dispatch)
+        alone; and the same per submission in batches of ``PUBLISH_BATCH``, as the API
+        does under load (group commit)."""
         url = self.url(FLOOR_DB)
         settings = ApiSettings(api_keys=API_KEY, celery_broker_url=url, celery_result_backend=url)
-        recorder = SubmissionRecorder(connect_blocking(url, 10, 1), settings.result_ttl)
         producer_app = make_producer_app(settings)
-        publisher = BatchPublisher(producer_app, recorder)
+        messages = TaskMessages(producer_app)
+        messages.open()
         kwargs = TASKS[SEND_EMAIL].kwargs(SendEmailRequest.model_validate(MAIL))
+        email = SendEmailRequest.model_validate(MAIL)
 
-        def submissions(count: int) -> list[Submission]:
-            return [
-                Submission(SEND_EMAIL, kwargs, str(uuid.uuid4()), "bench-owner")
-                for _ in range(count)
-            ]
+        async def publish_loops() -> None:
+            client = connect_async(url, 10, 4)
+            dispatcher = Dispatcher(
+                messages, SubmissionRecorder(client, settings.result_ttl), client, 10
+            )
+
+            async def submit(count: int) -> None:
+                await asyncio.gather(
+                    *(
+                        dispatcher.submit(SEND_EMAIL, email, str(uuid.uuid4()), "bench-owner")
+                        for _ in range(count)
+                    )
+                )
+
+            try:
+                for _ in range(20):  # connect
+                    await submit(1)
+                calls = self.p.send_task_calls
+                self.fig["project.publish_alone_cpu_us"], _ = await self._timed_async_loop(
+                    lambda: submit(1), calls
+                )
+                per_batch, _ = await self._timed_async_loop(
+                    lambda: submit(PUBLISH_BATCH), max(1, calls // PUBLISH_BATCH)
+                )
+                self.fig["project.publish_batched_cpu_us"] = per_batch / PUBLISH_BATCH
+            finally:
+                await dispatcher.close()
+                await client.aclose()
 
         try:
-            for _ in range(20):  # connect, declare the queue
-                publisher.publish(submissions(1))
-            calls = self.p.send_task_calls
             self.fig["project.send_task_cpu_us"], _ = self._timed_loop(
-                lambda: publisher._send(submissions(1)), calls
+                lambda: messages.commands_for(
+                    Submission(SEND_EMAIL, kwargs, str(uuid.uuid4()), "bench-owner")
+                ),
+                self.p.send_task_calls,
             )
-            self.fig["project.publish_thread_cpu_us"], _ = self._timed_loop(
-                lambda: publisher.publish(submissions(1)), calls
-            )
-            per_batch, _ = self._timed_loop(
-                lambda: publisher.publish(submissions(PUBLISH_BATCH)),
-                max(1, calls // PUBLISH_BATCH),
-            )
-            self.fig["project.publish_batched_cpu_us"] = per_batch / PUBLISH_BATCH
+            asyncio.run(publish_loops())
         finally:
-            publisher.close()
-            recorder.close()
+            messages.close()
             producer_app.close()
+
+    async def _timed_async_loop(
+        self, call: Callable[[], Awaitable[object]], max_calls: int
+    ) -> tuple[float, float]:
+        """Awaits ``call()`` until ``max_calls`` or ``loop_s`` seconds: CPU µs per call,
+        calls/s."""
+        deadline = time.perf_counter() + self.p.loop_s
+        calls = 0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        while calls < max_calls and time.perf_counter() < deadline:
+            await call()
+            calls += 1
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        calls = max(calls, 1)
+        return cpu / calls * 1e6, calls / wall
 
     def _timed_loop(self, call: Callable[[], object], max_calls: int) -> tuple[float, float]:
         """Calls ``call`` until ``max_calls`` or ``loop_s`` seconds: CPU µs per call, calls/s."""

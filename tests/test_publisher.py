@@ -1,19 +1,23 @@
-"""The API's publisher: kombu's Redis transport with one client per channel, and a
-batch of submissions recorded and queued together."""
+"""The API's publish path against a real Redis: Celery's send_task builds each message,
+kombu's Redis channel turns it into the commands that queue it without sending them
+(api_service.broker_transport), and the dispatcher records a batch, then writes it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import uuid
 
 import pytest
 import redis
-from celery import Celery
+import redis.asyncio as aioredis
+from pydantic import ValidationError
 
 from api_service import broker_transport
+from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable
-from api_service.publisher import BatchPublisher, make_producer_app
+from api_service.publisher import TaskMessages, make_producer_app
 from api_service.settings import ApiSettings
 from api_service.submissions import Submission, SubmissionRecorder
 from devtools.procs import free_port
@@ -23,50 +27,53 @@ from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, TASKS
 from tests.procs import RedisServer
 
 DB = 9
+EMAIL = SendEmailRequest.model_validate({"to": "a@example.com", "subject": "s", "body": "b"})
 
 
-def _publisher(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Celery:
+def _settings(url: str, monkeypatch: pytest.MonkeyPatch) -> ApiSettings:
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    url = redis_server.url(DB)
-    return make_producer_app(ApiSettings(api_keys="k", celery_broker_url=url))
+    return ApiSettings(api_keys="k", celery_broker_url=url)
 
 
-def test_publishes_reuse_one_redis_client_per_channel(
+def _submission() -> Submission:
+    return Submission(SEND_EMAIL, TASKS[SEND_EMAIL].kwargs(EMAIL), str(uuid.uuid4()), "owner-1")
+
+
+def test_send_task_gives_kombus_commands_for_the_message_and_sends_nothing(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _publisher(redis_server, monkeypatch)
-    queue = redis.Redis(port=redis_server.port, db=DB)
+    app = make_producer_app(_settings(redis_server.url(DB), monkeypatch))
+    messages = TaskMessages(app)
+    store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
     try:
-        with app.connection_for_write() as connection:
-            assert isinstance(connection.transport, broker_transport.Transport)
-            producer = app.amqp.Producer(connection)
-            clients = set()
-            for _ in range(3):
-                app.send_task(SEND_EMAIL, kwargs={}, task_id=str(uuid.uuid4()), producer=producer)
-                with producer.channel.conn_or_acquire() as client:
-                    clients.add(id(client))
-            assert len(clients) == 1
-            assert queue.llen(EMAIL_QUEUE) == 3
-
-            # After a fork or a disconnect kombu replaces the channel's pool; the
-            # shared client must follow it rather than talk through the old one.
-            producer.channel._disconnect_pools()
-            app.send_task(SEND_EMAIL, kwargs={}, task_id=str(uuid.uuid4()), producer=producer)
-            with producer.channel.conn_or_acquire() as client:
-                assert client.connection_pool is producer.channel.pool
-                assert id(client) not in clients
-            assert queue.llen(EMAIL_QUEUE) == 4
+        messages.open()
+        store.config_resetstat()
+        submission = _submission()
+        commands = messages.commands_for(submission)
+        # Nothing reached Redis: building a message costs the event loop no I/O.
+        assert "cmdstat_lpush" not in store.info("commandstats")
+        assert store.llen(EMAIL_QUEUE) == 0
+        [(name, (queue, raw))] = commands
+        assert (name, queue) == ("lpush", EMAIL_QUEUE)
+        message = json.loads(raw)
+        assert message["headers"]["id"] == submission.task_id
+        assert message["headers"]["task"] == SEND_EMAIL
+        # Flower and `celery inspect` see the shape of the arguments, not the mail.
+        assert message["headers"]["kwargsrepr"] == "{'email': '<SendEmailRequest>'}"
+        assert message["properties"]["delivery_info"]["routing_key"] == EMAIL_QUEUE
+        # A publish outside a batch would block the event loop: the channel refuses it.
+        with pytest.raises(RuntimeError, match="TaskMessages"):
+            app.send_task(SEND_EMAIL, kwargs={}, producer=messages._producer, declare=[])
+        assert store.llen(EMAIL_QUEUE) == 0
     finally:
-        queue.delete(EMAIL_QUEUE)
+        store.flushdb()
+        messages.close()
         app.close()
 
 
-def test_other_broker_schemes_keep_kombus_transport() -> None:
-    sentinel = make_producer_app(
-        ApiSettings(api_keys="k", celery_broker_url="sentinel://127.0.0.1:26379")
-    )
-    assert sentinel.conf.broker_transport is None
-    sentinel.close()
+def test_other_broker_schemes_are_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match=r"must be a redis:// or rediss:// URL"):
+        _settings("sentinel://127.0.0.1:26379", monkeypatch)
 
 
 def test_rediss_urls_keep_verified_tls_through_the_transport(
@@ -74,9 +81,7 @@ def test_rediss_urls_keep_verified_tls_through_the_transport(
 ) -> None:
     """kombu turns TLS on from the URL's ``ssl_*`` query (which the settings add for
     rediss://), not from the transport's name; ours must still get it."""
-    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    url = "rediss://:secret@redis.example:6380/0"
-    app = make_producer_app(ApiSettings(api_keys="k", celery_broker_url=url))
+    app = make_producer_app(_settings("rediss://:secret@redis.example:6380/0", monkeypatch))
     connection = app.connection_for_write()
     try:
         assert isinstance(connection.transport, broker_transport.Transport)
@@ -88,55 +93,68 @@ def test_rediss_urls_keep_verified_tls_through_the_transport(
         app.close()
 
 
-def _batch(count: int) -> list[Submission]:
-    email = SendEmailRequest.model_validate({"to": "a@example.com", "subject": "s", "body": "b"})
-    kwargs = TASKS[SEND_EMAIL].kwargs(email)
-    return [Submission(SEND_EMAIL, kwargs, str(uuid.uuid4()), "owner-1") for _ in range(count)]
+def _publish(
+    messages: TaskMessages, results_url: str, broker_url: str, count: int
+) -> list[BaseException | None]:
+    async def main() -> list[BaseException | None]:
+        results = aioredis.Redis.from_url(results_url, decode_responses=True)
+        broker = aioredis.Redis.from_url(broker_url, decode_responses=True, socket_timeout=1)
+        dispatcher = Dispatcher(messages, SubmissionRecorder(results, 600), broker, 5)
+        try:
+            return await asyncio.gather(
+                *(
+                    dispatcher.submit(SEND_EMAIL, EMAIL, f"task-{n}", "owner-1")
+                    for n in range(count)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await dispatcher.close()
+            await results.aclose()
+            await broker.aclose()
+
+    return asyncio.run(main())
 
 
 def test_a_batch_is_recorded_then_queued_as_send_task_messages(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _publisher(redis_server, monkeypatch)
+    url = redis_server.url(DB)
+    app = make_producer_app(_settings(url, monkeypatch))
+    messages = TaskMessages(app)
     store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
-    recorder = SubmissionRecorder(store, result_ttl=600)
-    publisher = BatchPublisher(app, recorder)
-    batch = _batch(20)
     try:
-        publisher.publish(batch)
-        messages = [json.loads(raw) for raw in reversed(store.lrange(EMAIL_QUEUE, 0, -1))]
-        assert [message["headers"]["id"] for message in messages] == [s.task_id for s in batch]
-        assert {message["headers"]["task"] for message in messages} == {SEND_EMAIL}
-        # Flower and `celery inspect` see the shape of the arguments, not the mail.
-        assert {message["headers"]["kwargsrepr"] for message in messages} == {
-            "{'email': '<SendEmailRequest>'}"
-        }
-        for submission in batch:
-            record = store.hgetall(records.record_key(submission.task_id))
+        messages.open()
+        assert _publish(messages, url, url, 20) == [None] * 20
+        queued = [json.loads(raw) for raw in reversed(store.lrange(EMAIL_QUEUE, 0, -1))]
+        assert [message["headers"]["id"] for message in queued] == [f"task-{n}" for n in range(20)]
+        for n in range(20):
+            record = store.hgetall(records.record_key(f"task-{n}"))
             assert record[records.TASK] == SEND_EMAIL
             assert record[records.OWNER] == "owner-1"
-            assert 0 < store.ttl(records.record_key(submission.task_id)) <= 600
+            assert 0 < store.ttl(records.record_key(f"task-{n}")) <= 600
     finally:
         store.flushdb()
-        publisher.close()
+        messages.close()
         app.close()
 
 
 def test_a_batch_the_broker_did_not_take_leaves_no_records(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    app = make_producer_app(ApiSettings(api_keys="k", celery_broker_url=nowhere, redis_timeout=1))
+    url = redis_server.url(DB)
+    app = make_producer_app(_settings(url, monkeypatch))
+    messages = TaskMessages(app)
     store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
-    publisher = BatchPublisher(app, SubmissionRecorder(store, result_ttl=600))
-    batch = _batch(5)
     try:
-        with pytest.raises(BackendUnavailable, match="could not publish"):
-            publisher.publish(batch)
+        messages.open()
+        nowhere = f"redis://127.0.0.1:{free_port()}/0"
+        outcomes = _publish(messages, url, nowhere, 5)
+        assert all(isinstance(outcome, BackendUnavailable) for outcome in outcomes), outcomes
+        assert "could not publish" in str(outcomes[0])
         # Recorded first, then removed: the status API must not report them PENDING.
-        assert store.exists(*(records.record_key(s.task_id) for s in batch)) == 0
+        assert store.exists(*(records.record_key(f"task-{n}") for n in range(5))) == 0
     finally:
         store.flushdb()
-        publisher.close()
+        messages.close()
         app.close()

@@ -1,32 +1,34 @@
-"""Hand submissions from the event loop to the publish threads, and their outcome back.
+"""Record each submission and queue its task, several submissions per Redis round trip.
 
-Group commit: each publish thread takes every submission waiting (up to ``max_batch``)
-and records and publishes them together (api_service.publisher), so a busy API pays two
-Redis round trips and two thread hand-offs per batch, not per submission. Measured on
-the enqueue benchmark, those round trips and hand-offs, made per submission, cost more
-CPU than the submissions' own work: every blocking call releases the GIL and takes it
-back against the event loop. An idle API sends a lone submission at once: a thread
-waits for the first and does not linger for more.
+Group commit on the event loop. ``submit`` builds the task's message with Celery's
+``send_task`` (api_service.publisher: by name, no I/O) and waits; one writer task takes
+every submission waiting (up to ``max_batch``), records them all in one round trip and
+queues all their messages in a second. Submissions that arrive meanwhile go in the next
+batch, so a busy API pays two round trips per batch, not per submission, and an idle
+one sends a lone submission at once.
+
+No thread: an earlier design published from threads, and measured under the enqueue
+load each submission cost a publish thread ~195 µs against ~120 µs for the same work
+alone, waiting for the GIL and waking up (docs/performance.md).
 
 Why 16 at most: a batch's callers resume together and their next requests arrive
 together, so the event loop works through them in one burst. Measured at 64
-connections, batches of up to 64 put /healthz's p99 at 28 ms, up to 16 at 12-15 ms, for
-7 % fewer submissions a second (docs/performance.md).
+connections, batches of up to 64 put /healthz's p99 at 28 ms, up to 16 at 12-15 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
+from api_service.broker_transport import BrokerCommand
 from api_service.errors import BackendUnavailable
 from api_service.submissions import Submission
 from shared_schemas.tasks import TASKS
@@ -34,65 +36,89 @@ from shared_schemas.tasks import TASKS
 log = logging.getLogger(__name__)
 
 
-class Publisher(Protocol):
-    def publish(self, batch: Sequence[Submission]) -> None:
-        """Record and send every submission of ``batch``; raise if that failed."""
+class Messages(Protocol):
+    """Builds task messages (api_service.publisher.TaskMessages)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def open(self) -> None:
+        """Blocking: connect what ``commands_for`` needs."""
+
+    def commands_for(self, submission: Submission) -> list[BrokerCommand]:
+        """The Redis commands that queue the submission's task; no I/O."""
+
+
+class Recorder(Protocol):
+    """Writes submission records (api_service.submissions.SubmissionRecorder)."""
+
+    async def record(self, batch: Sequence[Submission]) -> None: ...
+
+    async def forget(self, task_ids: Sequence[str]) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
 class _Waiting:
-    """A submission on its way, and the future its caller awaits."""
+    """A submission on its way, its broker commands, and the future its caller awaits."""
 
     submission: Submission
+    commands: list[BrokerCommand]
     done: asyncio.Future[None]
-    # Under Dispatcher._claims: a publish thread claimed it, or its caller withdrew it.
-    claimed: bool = False
-    withdrawn: bool = False
+    taken: bool = False  # in a batch on its way to Redis: its caller hears how it ended
 
 
 class Dispatcher:
-    """Records each submission and sends its task, off the event loop, in batches.
-
-    One thread per publisher, each calling only its own. The caller closes the
-    publishers after ``close()``.
-    """
-
     def __init__(
-        self, publishers: Sequence[Publisher], slot_timeout: float, max_batch: int = 16
+        self,
+        messages: Messages,
+        recorder: Recorder,
+        broker: aioredis.Redis,
+        slot_timeout: float,
+        max_batch: int = 16,
     ) -> None:
+        self._messages = messages
+        self._recorder = recorder
+        self._broker = broker
         self._slot_timeout = slot_timeout
         self._max_batch = max_batch
-        self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
-        self._claims = threading.Lock()
-        self._threads = [
-            threading.Thread(
-                target=self._publish_forever,
-                args=(publisher,),
-                name=f"publish-{number}",
-                daemon=True,
-            )
-            for number, publisher in enumerate(publishers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._waiting: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Make the broker channel (kombu pings Redis once), off the event loop.
+
+        BackendUnavailable if Redis does not answer; ``submit`` tries again.
+        """
+        async with self._opening:
+            if self._messages.is_open:
+                return
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._messages.open), self._slot_timeout)
+            except Exception as exc:
+                raise BackendUnavailable(f"could not reach the broker: {exc!r}") from exc
 
     async def submit(self, task_name: str, payload: BaseModel, task_id: str, owner: str) -> None:
         """Return once the submission is recorded and the broker holds its message.
 
-        BackendUnavailable if either cannot be done; then nothing is left behind.
+        BackendUnavailable if either cannot be done; then its record is removed again.
         """
         contract = TASKS.get(task_name)
         if contract is None:
             raise ValueError(f"{task_name!r} is not a task of shared_schemas")
+        if not self._messages.is_open:
+            await self.open()
+        submission = Submission(task_name, contract.kwargs(payload), task_id, owner)
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(
-            Submission(task_name, contract.kwargs(payload), task_id, owner), loop.create_future()
-        )
-        self._waiting.put(waiting)
-        # A submission no thread has claimed after slot_timeout is withdrawn: with Redis
-        # frozen each thread is held for up to REDIS_TIMEOUT, and callers queued behind
-        # must not wait out one another's. A claimed one is never withdrawn: its publish
-        # could still land, and the caller must hear how it ended.
+        commands = self._messages.commands_for(submission)
+        waiting = _Waiting(submission, commands, loop.create_future())
+        self._waiting.append(waiting)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_while_waiting())
+        # One not taken after slot_timeout is withdrawn: with Redis frozen each batch
+        # waits up to REDIS_TIMEOUT per round trip, and callers queued behind must not
+        # wait out one another's. A taken one is never withdrawn: its write could still
+        # land, and the caller must hear how it ended.
         timer = loop.call_later(self._slot_timeout, self._withdraw, waiting, "in time")
         try:
             await waiting.done
@@ -103,81 +129,76 @@ class Dispatcher:
             timer.cancel()
 
     def _withdraw(self, waiting: _Waiting, why: str) -> None:
-        with self._claims:
-            if waiting.claimed:
-                return
-            waiting.withdrawn = True
+        if waiting.taken:
+            return
+        if waiting in self._waiting:
+            self._waiting.remove(waiting)
         if not waiting.done.done():
             waiting.done.set_exception(
                 BackendUnavailable(f"no publish slot for {waiting.submission.task_id} {why}")
             )
 
-    def _publish_forever(self, publisher: Publisher) -> None:
-        while True:
-            batch, stop = self._take_batch()
-            with self._claims:
-                claimed = [waiting for waiting in batch if not waiting.withdrawn]
-                for waiting in claimed:
-                    waiting.claimed = True
-            if claimed:
-                self._publish_claimed(publisher, claimed)
-            if stop:
-                return
+    async def _write_while_waiting(self) -> None:
+        batch: list[_Waiting] = []
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                for waiting in batch:
+                    waiting.taken = True
+                await self._write(batch)
+        except asyncio.CancelledError:  # shutting down: nobody may hang
+            _settle(batch + self._waiting, BackendUnavailable("the API is shutting down"))
+            self._waiting.clear()
+            raise
+        except Exception as exc:  # a bug: the callers get a 500, not a 503 "try again"
+            log.exception("publishing %d submissions failed", len(batch))
+            _settle(batch + self._waiting, RuntimeError(f"publishing failed: {exc!r}"))
+            self._waiting.clear()
+        finally:
+            self._writer = None
 
-    def _take_batch(self) -> tuple[list[_Waiting], bool]:
-        """Wait for one submission, then take every other one already waiting."""
-        first = self._waiting.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < self._max_batch:
-            try:
-                waiting = self._waiting.get_nowait()
-            except queue.Empty:
-                break
-            if waiting is None:
-                return batch, True
-            batch.append(waiting)
-        return batch, False
-
-    def _publish_claimed(self, publisher: Publisher, claimed: list[_Waiting]) -> None:
+    async def _write(self, batch: Sequence[_Waiting]) -> None:
+        submissions = [waiting.submission for waiting in batch]
         error: Exception | None = None
         try:
-            publisher.publish([waiting.submission for waiting in claimed])
+            # Record first: a fast worker may finish before the publish returns, and
+            # the status endpoint must already know the id.
+            await self._recorder.record(submissions)
+            try:
+                await self._queue(batch)
+            except (RedisError, OSError) as exc:
+                await self._recorder.forget([s.task_id for s in submissions])
+                raise BackendUnavailable(f"could not publish: {exc!r}") from exc
         except BackendUnavailable as exc:
             error = exc  # each caller's 503 is logged by its error handler
-        except Exception as exc:
-            error = exc
-            log.exception("publishing %d submissions failed", len(claimed))
-        # One wake-up of the event loop per batch, not per submission.
-        loops = {waiting.done.get_loop() for waiting in claimed}
-        for loop in loops:
-            mine = [waiting for waiting in claimed if waiting.done.get_loop() is loop]
-            # RuntimeError: that loop has closed, so nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, mine, error)
+        _settle(batch, error)
 
-    @property
-    def running(self) -> bool:
-        """Whether every publish thread is alive; without them nothing gets queued."""
-        return all(thread.is_alive() for thread in self._threads)
+    async def _queue(self, batch: Sequence[_Waiting]) -> None:
+        # kombu's commands for these messages, in one pipeline and without retry, as
+        # kombu's own publish batch sends them: a write whose reply is lost may have
+        # queued, and sending it again could queue it twice ("delivery is uncertain").
+        async with self._broker.pipeline(transaction=False) as pipe:
+            for waiting in batch:
+                for name, args in waiting.commands:
+                    getattr(pipe, name)(*args)
+            await pipe.execute()
 
-    def close(self) -> None:
-        """Stop the publish threads once they have published what is waiting."""
-        for _ in self._threads:
-            self._waiting.put(None)
-        for thread in self._threads:
-            thread.join()
+    async def close(self) -> None:
+        """Finish writing what is waiting."""
+        writer = self._writer
+        if writer is not None:
+            await asyncio.wait([writer])
 
 
-def _settle(claimed: list[_Waiting], error: Exception | None) -> None:
-    for waiting in claimed:
-        if waiting.done.done():  # its caller was cancelled meanwhile
+def _settle(batch: Sequence[_Waiting], error: Exception | None) -> None:
+    for waiting in batch:
+        if waiting.done.done():  # withdrawn meanwhile
             continue
         if error is None:
             waiting.done.set_result(None)
         elif isinstance(error, BackendUnavailable):
             task_id = waiting.submission.task_id
             waiting.done.set_exception(BackendUnavailable(f"could not queue {task_id}: {error}"))
-        else:  # a bug, logged above: the caller gets a 500, not a 503 "try again"
-            waiting.done.set_exception(RuntimeError(f"publishing failed: {error!r}"))
+        else:
+            waiting.done.set_exception(error)

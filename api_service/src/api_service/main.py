@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -15,17 +16,19 @@ from pydantic import ValidationError
 from api_service import logs, ops_routes, routes
 from api_service.auth import KeyRing
 from api_service.dispatch import Dispatcher
-from api_service.errors import install_error_handlers
+from api_service.errors import BackendUnavailable, install_error_handlers
 from api_service.idempotency import IdempotencyKeys
 from api_service.metrics import MetricsMiddleware
-from api_service.publisher import BatchPublisher, make_producer_app
+from api_service.publisher import TaskMessages, make_producer_app
 from api_service.rate_limit import RateLimiter
-from api_service.redis_clients import connect_async, connect_blocking
+from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import SubmissionRecorder
 from api_service.task_store import TaskStore
 
-# Status reads, idempotency keys, the rate limit and probes share these on the event loop.
+log = logging.getLogger(__name__)
+
+# Status reads, idempotency keys, the rate limit, probes and publishing share these.
 _ASYNC_CONNECTIONS = 64
 
 
@@ -47,26 +50,24 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.task_store = TaskStore(results)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
-        recorder = SubmissionRecorder(
-            connect_blocking(
-                settings.celery_result_backend,
-                settings.redis_timeout,
-                settings.publish_concurrency,
-            ),
-            settings.result_ttl,
-        )
         producer_app = make_producer_app(settings)
-        publishers = [
-            BatchPublisher(producer_app, recorder) for _ in range(settings.publish_concurrency)
-        ]
-        dispatcher = Dispatcher(publishers, slot_timeout=settings.redis_timeout)
+        messages = TaskMessages(producer_app)
+        dispatcher = Dispatcher(
+            messages,
+            SubmissionRecorder(results, settings.result_ttl),
+            broker,
+            slot_timeout=settings.redis_timeout,
+        )
         app.state.dispatcher = dispatcher
+        try:
+            await dispatcher.open()
+        except BackendUnavailable:
+            # Not fatal: /readyz says so, and the first submission tries again.
+            log.warning("Redis did not answer at start-up; publishing will try again")
         _tune_gc()
         yield
-        dispatcher.close()
-        for publisher in publishers:
-            publisher.close()
-        recorder.close()
+        await dispatcher.close()
+        messages.close()
         producer_app.close()
         await results.aclose()
         if broker is not results:

@@ -1,6 +1,6 @@
-"""The API's Redis clients, async for the event loop and blocking for the publish threads.
+"""The API's Redis clients, all async, on the event loop.
 
-Both use a blocking pool: under a burst a caller waits (up to ``timeout``) for a free
+They use a blocking pool: under a burst a caller waits (up to ``timeout``) for a free
 connection instead of failing at the pool's limit, and connecting and every reply are
 bounded by the same ``timeout`` (REDIS_TIMEOUT).
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 
 
@@ -26,8 +25,3 @@ def _bounded(timeout: float, max_connections: int) -> dict[str, Any]:
 def connect_async(url: str, timeout: float, max_connections: int) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(url, **_bounded(timeout, max_connections))
     return aioredis.Redis.from_pool(pool)
-
-
-def connect_blocking(url: str, timeout: float, max_connections: int) -> redis.Redis:
-    pool = redis.BlockingConnectionPool.from_url(url, **_bounded(timeout, max_connections))
-    return redis.Redis.from_pool(pool)

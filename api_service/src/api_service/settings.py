@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -18,18 +19,6 @@ class ApiSettings(CommonSettings):
         default=2 * 1024 * 1024,
         gt=0,
         description="Largest request body accepted; larger ones get 413 (MAX_REQUEST_BYTES).",
-    )
-    # The submissions' Redis work (records, then publishes) runs in publish threads, each
-    # taking every submission waiting, in batches of up to 16, two round trips a batch
-    # (api_service.dispatch). Measured (make bench, 64 connections): one thread gave
-    # 1,500 req/s against 1,370 for two; more threads only contend with the event loop for
-    # the GIL. One thread sends about 16 / (2 x Redis RTT + 2 ms) submissions a second, so
-    # a second one only pays off when Redis is several milliseconds away.
-    publish_concurrency: int = Field(
-        default=1,
-        gt=0,
-        description="Publish threads, each sending a batch of submissions at a time, and "
-        "the size of the broker and record connection pools (PUBLISH_CONCURRENCY).",
     )
     rate_limit_per_minute: int = Field(
         default=0,
@@ -51,6 +40,16 @@ class ApiSettings(CommonSettings):
         gt=0,
         description="Seconds before a broker or result-store call is given up as unavailable.",
     )
+
+    @field_validator("celery_broker_url", "celery_result_backend")
+    @classmethod
+    def _redis_only(cls, url: str) -> str:
+        # The API talks to both with redis-py directly (its publishes included:
+        # api_service.dispatch), which takes these two schemes.
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss"):
+            raise ValueError(f"must be a redis:// or rediss:// URL, not {scheme}://")
+        return url
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,8 +1,7 @@
-"""A submission, and the API's record of it, written from the publish threads.
+"""A submission, and the API's record of it, written a batch at a time.
 
-Blocking redis-py on purpose: it runs in the publish threads beside ``send_task``
-(api_service.publisher), a batch of records in one round trip, so a submission costs
-the event loop no Redis round trip of its own.
+The dispatcher (api_service.dispatch) records every submission of a batch in one round
+trip, before it queues their messages.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api_service.errors import BackendUnavailable
@@ -31,7 +30,7 @@ class Submission:
 
 
 # Every record of a batch in one command, atomically: a MULTI/EXEC of an HSET and an
-# EXPIRE per submission cost the publish thread ~2.5 times as much CPU per record
+# EXPIRE per submission cost ~2.5 times as much client CPU per record
 # (packing and parsing 2n + 2 commands and replies). ARGV: the TTL, the submission time,
 # then the task name and owner of each key in turn.
 _RECORD_BATCH = f"""
@@ -45,12 +44,12 @@ return #KEYS
 
 
 class SubmissionRecorder:
-    def __init__(self, client: redis.Redis, result_ttl: int) -> None:
+    def __init__(self, client: aioredis.Redis, result_ttl: int) -> None:
         self._redis = client
         self._result_ttl = result_ttl
         self._record_batch = client.register_script(_RECORD_BATCH)
 
-    def record(self, batch: Sequence[Submission]) -> None:
+    async def record(self, batch: Sequence[Submission]) -> None:
         """Write every submission's record, all of them or none.
 
         The worker extends a record when its task starts, so that it outlives the
@@ -61,16 +60,13 @@ class SubmissionRecorder:
         for submission in batch:
             args += (submission.task_name, submission.owner)
         try:
-            self._record_batch(keys=keys, args=args)
+            await self._record_batch(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"could not record the submissions: {exc!r}") from exc
 
-    def forget(self, task_ids: Sequence[str]) -> None:
+    async def forget(self, task_ids: Sequence[str]) -> None:
         """Undo records whose publish failed, so the ids are not reported as PENDING."""
         # The callers are already answering 503; if this fails too, the records
         # expire on their own. Bounded by the client's socket timeout.
         with contextlib.suppress(RedisError, OSError):
-            self._redis.delete(*(records.record_key(task_id) for task_id in task_ids))
-
-    def close(self) -> None:
-        self._redis.close()
+            await self._redis.delete(*(records.record_key(task_id) for task_id in task_ids))
