@@ -472,6 +472,20 @@ def markdown(result: dict[str, Any]) -> str:
         unit = "ms" if "ms" in v["goal"] else TIMES
         holds = "—" if v["holds"] is None else ("yes" if v["holds"] else "**no**")
         lines.append(f"| {v['target']} | {v['goal']} | {_fmt(v['measured'], unit)} | {holds} |")
+    per_round = result.get("targets_per_round") or []
+    if len(per_round) > 1:
+        # The best rounds of the two sides may come from different rounds; each round's
+        # own ratios show how far the machine moved under them.
+        heads = " | ".join(f"round {n}" for n in range(1, len(per_round) + 1))
+        lines += [
+            "",
+            f"| Target, each round on its own | Goal | {heads} |",
+            "| --- | --- |" + " ---: |" * len(per_round),
+        ]
+        for i, v in enumerate(result["targets"]):
+            unit = "ms" if "ms" in v["goal"] else TIMES
+            cells = " | ".join(_fmt(round_[i]["measured"], unit) for round_ in per_round)
+            lines.append(f"| {v['target']} | {v['goal']} | {cells} |")
     lines += ["", "| Ratio | Value |", "| --- | ---: |"]
     for name, value in result["ratios"].items():
         lines.append(f"| {name} | {_fmt(value, TIMES)} |")

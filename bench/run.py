@@ -750,6 +750,7 @@ def run(params: Params, out_dir: Path) -> int:
         "figures": bench.fig,
         "ratios": report.ratios(bench.fig),
         "targets": report.verdicts(bench.fig),
+        "targets_per_round": [report.verdicts(fig) for fig in rounds],
     }
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown(result)
