@@ -717,6 +717,7 @@ def run(params: Params, out_dir: Path) -> int:
         rounds: list[report.Figures] = []
         for number in range(1, params.rounds + 1):
             of = f" (round {number} of {params.rounds})" if params.rounds > 1 else ""
+            notes_before = len(bench.notes)
             _phase(f"floors: bare send_task, LPUSH; the API's publish path{of}")
             bench.floor_loops()
             _phase(f"floor: constant JSON endpoint{of}")
@@ -725,6 +726,10 @@ def run(params: Params, out_dir: Path) -> int:
             bench.baseline()
             _phase(f"project: enqueue, end to end, status reads, drains 1x1, 2x1, 1x2{of}")
             bench.project()
+            if params.rounds > 1:
+                bench.notes[notes_before:] = [
+                    f"round {number}: {note}" for note in bench.notes[notes_before:]
+                ]
             report.derive(bench.fig)
             rounds.append(bench.fig)
             bench.fig = {key: None for key in report.REQUIRED_FIGURES}
