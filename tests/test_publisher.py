@@ -18,6 +18,7 @@ from api_service import broker_transport
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable
 from api_service.publisher import TaskMessages, make_producer_app
+from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import Submission, SubmissionRecorder
 from devtools.procs import free_port
@@ -154,6 +155,80 @@ def test_a_batch_the_broker_did_not_take_leaves_no_records(
         assert "could not publish" in str(outcomes[0])
         # Recorded first, then removed: the status API must not report them PENDING.
         assert store.exists(*(records.record_key(f"task-{n}") for n in range(5))) == 0
+    finally:
+        store.flushdb()
+        messages.close()
+        app.close()
+
+
+async def _proxy_that_loses_the_publish_reply(redis_port: int) -> asyncio.Server:
+    """A TCP proxy to Redis that passes the publish pipeline on, lets Redis run it, and
+    then drops the connection instead of relaying the reply: the publish's outcome is
+    unknown to the API ("delivery is uncertain")."""
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", redis_port)
+
+        async def replies() -> None:
+            while data := await redis_r.read(65536):
+                client_w.write(data)
+                await client_w.drain()
+
+        relay = asyncio.create_task(replies())
+        try:
+            while data := await client_r.read(65536):
+                if b"LPUSH" in data.upper():
+                    relay.cancel()
+                    redis_w.write(data)
+                    await redis_w.drain()
+                    await redis_r.read(65536)  # Redis has run it; the reply goes nowhere
+                    break
+                redis_w.write(data)
+                await redis_w.drain()
+        finally:
+            relay.cancel()
+            client_w.close()
+            redis_w.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_a_publish_whose_reply_is_lost_is_not_sent_again(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one 503 after which the message may still be queued: it must be queued once,
+    never twice (docs/delivery-guarantees.md)."""
+    url = redis_server.url(DB)
+    app = make_producer_app(_settings(url, monkeypatch))
+    messages = TaskMessages(app)
+    store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+
+    async def main() -> BaseException | None:
+        proxy = await _proxy_that_loses_the_publish_reply(redis_server.port)
+        port = proxy.sockets[0].getsockname()[1]
+        results = connect_async(url, 2, 4)
+        broker = connect_async(f"redis://127.0.0.1:{port}/{DB}", 2, 4)
+        dispatcher = Dispatcher(messages, SubmissionRecorder(results, 600), broker, 5)
+        try:
+            [outcome] = await asyncio.gather(
+                dispatcher.submit(SEND_EMAIL, EMAIL, "lost-reply", "owner-1"),
+                return_exceptions=True,
+            )
+            return outcome
+        finally:
+            await dispatcher.close()
+            await results.aclose()
+            await broker.aclose()
+            proxy.close()
+            await proxy.wait_closed()
+
+    try:
+        messages.open()
+        outcome = asyncio.run(main())
+        assert isinstance(outcome, BackendUnavailable), outcome
+        assert "could not publish" in str(outcome)
+        queued = [json.loads(raw)["headers"]["id"] for raw in store.lrange(EMAIL_QUEUE, 0, -1)]
+        assert queued == ["lost-reply"]
     finally:
         store.flushdb()
         messages.close()
