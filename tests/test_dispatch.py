@@ -73,7 +73,7 @@ def _queued(redis_server: RedisServer) -> list[str]:
     try:
         return [str(item) for item in reversed(client.lrange(QUEUE, 0, -1))]
     finally:
-        client.delete(QUEUE)
+        client.flushdb()  # the queue and the "queued once" markers (publish_once)
         client.close()
 
 
@@ -158,17 +158,18 @@ def test_a_batch_the_broker_did_not_take_is_unrecorded_and_fails_with_503(
     records = Records()
 
     async def scenario(dispatcher: Dispatcher) -> list[BaseException | None]:
-        # Redis refuses the write: LPUSH onto a key that holds a string.
-        await dispatcher._broker.set(QUEUE, "not a list")
         return await _submit_all(dispatcher, ["id-0", "id-1"])
+
+    # Redis refuses the write: LPUSH onto a key that holds a string.
+    client = redis.Redis(port=redis_server.port, db=DB)
+    client.set(QUEUE, "not a list")
 
     outcomes = _run(redis_server, scenario, records)
     assert all(isinstance(outcome, BackendUnavailable) for outcome in outcomes), outcomes
     assert "could not publish" in str(outcomes[0])
     # Recorded first, then removed: the status API must not report them PENDING.
     assert records.forgotten == ["id-0", "id-1"]
-    client = redis.Redis(port=redis_server.port, db=DB)
-    client.delete(QUEUE)
+    client.flushdb()
     client.close()
 
 

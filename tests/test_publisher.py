@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from api_service import broker_transport
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable
+from api_service.publish_once import PublishOnce, marker_key
 from api_service.publisher import TaskMessages, make_producer_app
 from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
@@ -162,9 +163,10 @@ def test_a_batch_the_broker_did_not_take_leaves_no_records(
 
 
 async def _proxy_that_loses_the_publish_reply(redis_port: int) -> asyncio.Server:
-    """A TCP proxy to Redis that passes the publish pipeline on, lets Redis run it, and
+    """A TCP proxy to Redis that passes the first publish on, lets Redis run it, and
     then drops the connection instead of relaying the reply: the publish's outcome is
-    unknown to the API ("delivery is uncertain")."""
+    unknown to the API ("delivery is uncertain"). Later connections pass through."""
+    lost = asyncio.Event()
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         redis_r, redis_w = await asyncio.open_connection("127.0.0.1", redis_port)
@@ -177,7 +179,8 @@ async def _proxy_that_loses_the_publish_reply(redis_port: int) -> asyncio.Server
         relay = asyncio.create_task(replies())
         try:
             while data := await client_r.read(65536):
-                if b"LPUSH" in data.upper():
+                if b"LPUSH" in data.upper() and not lost.is_set():
+                    lost.set()
                     relay.cancel()
                     redis_w.write(data)
                     await redis_w.drain()
@@ -193,11 +196,12 @@ async def _proxy_that_loses_the_publish_reply(redis_port: int) -> asyncio.Server
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-def test_a_publish_whose_reply_is_lost_is_not_sent_again(
+def test_a_publish_whose_reply_is_lost_is_sent_again_and_queued_once(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The one 503 after which the message may still be queued: it must be queued once,
-    never twice (docs/delivery-guarantees.md)."""
+    """Redis ran the publish but the connection dropped before its reply: the API sends
+    it again on a new connection, the message is queued once, and the caller hears 202
+    rather than a 503 it could not act on (docs/delivery-guarantees.md)."""
     url = redis_server.url(DB)
     app = make_producer_app(_settings(url, monkeypatch))
     messages = TaskMessages(app)
@@ -225,11 +229,35 @@ def test_a_publish_whose_reply_is_lost_is_not_sent_again(
     try:
         messages.open()
         outcome = asyncio.run(main())
-        assert isinstance(outcome, BackendUnavailable), outcome
-        assert "could not publish" in str(outcome)
+        assert outcome is None
         queued = [json.loads(raw)["headers"]["id"] for raw in store.lrange(EMAIL_QUEUE, 0, -1)]
         assert queued == ["lost-reply"]
+        assert store.hget(records.record_key("lost-reply"), records.OWNER) == "owner-1"
     finally:
         store.flushdb()
         messages.close()
         app.close()
+
+
+def test_the_same_batch_written_twice_queues_each_message_once(
+    redis_server: RedisServer,
+) -> None:
+    store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+
+    async def main() -> None:
+        broker = connect_async(redis_server.url(DB), 2, 2)
+        publish = PublishOnce(broker, marker_ttl=60)
+        batch = [(f"task-{n}", [("lpush", ("once", f"message-{n}"))]) for n in range(3)]
+        try:
+            await publish(batch)
+            await publish(batch)  # as after a reply lost on the way
+            await publish([*batch, ("task-3", [("lpush", ("once", "message-3"))])])
+        finally:
+            await broker.aclose()
+
+    try:
+        asyncio.run(main())
+        assert list(reversed(store.lrange("once", 0, -1))) == [f"message-{n}" for n in range(4)]
+        assert 0 < store.ttl(marker_key("task-0")) <= 60
+    finally:
+        store.flushdb()

@@ -26,10 +26,12 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from api_service.broker_transport import BrokerCommand
 from api_service.errors import BackendUnavailable
+from api_service.publish_once import PublishOnce
 from api_service.submissions import Submission
 from shared_schemas.tasks import TASKS
 
@@ -75,10 +77,14 @@ class Dispatcher:
         broker: aioredis.Redis,
         slot_timeout: float,
         max_batch: int = 16,
+        # Seconds a task's "queued" marker is kept (publish_once): a batch is sent again
+        # within seconds, and at thousands of submissions a second each second of it
+        # costs thousands of small keys.
+        marker_ttl: int = 60,
     ) -> None:
         self._messages = messages
         self._recorder = recorder
-        self._broker = broker
+        self._publish = PublishOnce(broker, marker_ttl)
         self._slot_timeout = slot_timeout
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
@@ -175,14 +181,15 @@ class Dispatcher:
         _settle(batch, error)
 
     async def _queue(self, batch: Sequence[_Waiting]) -> None:
-        # kombu's commands for these messages, in one pipeline and without retry, as
-        # kombu's own publish batch sends them: a write whose reply is lost may have
-        # queued, and sending it again could queue it twice ("delivery is uncertain").
-        async with self._broker.pipeline(transaction=False) as pipe:
-            for waiting in batch:
-                for name, args in waiting.commands:
-                    getattr(pipe, name)(*args)
-            await pipe.execute()
+        messages = [(waiting.submission.task_id, waiting.commands) for waiting in batch]
+        try:
+            await self._publish(messages)
+        except RedisConnectionError:
+            # The connection dropped: Redis may or may not have run the batch. Sent
+            # again on a fresh connection, each message is still queued once
+            # (publish_once), and the callers hear how it ended. Not on a timeout: a
+            # frozen Redis would only be waited out again.
+            await self._publish(messages)
 
     async def close(self) -> None:
         """Finish writing what is waiting."""

@@ -1,0 +1,65 @@
+"""Write a batch's task messages so that each task is queued at most once, however
+many times the batch is sent.
+
+A write whose reply is lost may have run. Sent again as it was, it could queue its
+messages twice; not sent again, the caller cannot be told whether it was queued. So the
+messages go in one Lua script that first sets a marker per task id (SET NX, kept
+``marker_ttl`` seconds) and runs kombu's commands for a task's message only when its
+marker was new: the same batch sent twice queues each message once, and the dispatcher
+can send an uncertain batch again (api_service.dispatch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from api_service.broker_transport import BrokerCommand
+
+# Where the markers live, in the broker's database beside the queues.
+MARKER_PREFIX = "email-dispatch:published:"
+
+# KEYS: each task's marker. ARGV: the markers' TTL, then for each task the number of its
+# commands, and for each command its name, its number of arguments and the arguments.
+_QUEUE_ONCE = """
+local ttl = ARGV[1]
+local at = 2
+for _, marker in ipairs(KEYS) do
+  local fresh = redis.call('SET', marker, '1', 'NX', 'EX', ttl)
+  local commands = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, commands do
+    local name, count = ARGV[at], tonumber(ARGV[at + 1])
+    if fresh then
+      redis.call(name, unpack(ARGV, at + 2, at + 1 + count))
+    end
+    at = at + 2 + count
+  end
+end
+return #KEYS
+"""
+
+
+def marker_key(task_id: str) -> str:
+    return f"{MARKER_PREFIX}{task_id}"
+
+
+class PublishOnce:
+    def __init__(self, broker: aioredis.Redis, marker_ttl: int) -> None:
+        self._marker_ttl = marker_ttl
+        self._script = broker.register_script(_QUEUE_ONCE)
+
+    async def __call__(self, messages: Sequence[tuple[str, list[BrokerCommand]]]) -> None:
+        """Queue each ``(task_id, commands)`` message whose task was not queued before.
+
+        Raises what redis-py raises; then the batch may or may not have been written,
+        and sending it again is safe.
+        """
+        keys = [marker_key(task_id) for task_id, _ in messages]
+        args: list[str | int | bytes] = [self._marker_ttl]
+        for _, commands in messages:
+            args.append(len(commands))
+            for name, command_args in commands:
+                args += (name, len(command_args), *command_args)
+        await self._script(keys=keys, args=args)
