@@ -3,9 +3,10 @@
 Group commit on the event loop. ``submit`` builds the task's message with Celery's
 ``send_task`` (api_service.publisher: by name, no I/O) and waits; one writer task takes
 every submission waiting (up to ``max_batch``), records them all in one round trip and
-queues all their messages in a second. Submissions that arrive meanwhile go in the next
-batch, so a busy API pays two round trips per batch, not per submission, and an idle
-one sends a lone submission at once.
+queues all their messages in a second, each at most once (api_service.publish_once),
+so a batch whose connection dropped can be sent again. Submissions arriving meanwhile
+go in the next batch, so a busy API pays two round trips per batch, not per submission,
+and an idle one sends a lone submission at once.
 
 No thread: an earlier design published from threads, and measured under the enqueue
 load each submission cost a publish thread ~195 µs against ~120 µs for the same work
