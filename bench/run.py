@@ -297,8 +297,8 @@ class Bench:
         producer_app = make_producer_app(settings)
         messages = TaskMessages(producer_app)
         messages.open()
-        kwargs = TASKS[SEND_EMAIL].kwargs(SendEmailRequest.model_validate(MAIL))
         email = SendEmailRequest.model_validate(MAIL)
+        kwargs = TASKS[SEND_EMAIL].kwargs(email)
 
         async def publish_loops() -> None:
             client = connect_async(url, 10, 4)

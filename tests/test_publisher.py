@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import uuid
 
 import pytest
@@ -26,6 +25,7 @@ from devtools.procs import free_port
 from shared_schemas import records
 from shared_schemas.email import SendEmailRequest
 from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, TASKS
+from tests.broker_tls import assert_rediss_keeps_verified_tls
 from tests.procs import RedisServer
 
 DB = 9
@@ -81,15 +81,10 @@ def test_other_broker_schemes_are_refused_at_start(monkeypatch: pytest.MonkeyPat
 def test_rediss_urls_keep_verified_tls_through_the_transport(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """kombu turns TLS on from the URL's ``ssl_*`` query (which the settings add for
-    rediss://), not from the transport's name; ours must still get it."""
     app = make_producer_app(_settings("rediss://:secret@redis.example:6380/0", monkeypatch))
     connection = app.connection_for_write()
     try:
-        assert isinstance(connection.transport, broker_transport.Transport)
-        assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-        assert (connection.hostname, connection.port) == ("redis.example", 6380)
-        assert connection.transport.Channel.connection_class_ssl is redis.SSLConnection
+        assert_rediss_keeps_verified_tls(connection, broker_transport.Transport)
     finally:
         connection.release()
         app.close()

@@ -3,12 +3,11 @@ so the unacked bookkeeping and the ack of every task reuse it."""
 
 from __future__ import annotations
 
-import ssl
-
 import pytest
 import redis
 from celery import Celery
 
+from tests.broker_tls import assert_rediss_keeps_verified_tls
 from tests.procs import RedisServer
 from worker_service import broker_transport
 from worker_service.celery_app import make_celery
@@ -71,10 +70,7 @@ def test_rediss_urls_keep_verified_tls_through_the_transport() -> None:
     app = _worker_app("rediss://:secret@redis.example:6380/0")
     connection = app.connection_for_read()
     try:
-        assert isinstance(connection.transport, broker_transport.Transport)
-        assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-        assert (connection.hostname, connection.port) == ("redis.example", 6380)
-        assert connection.transport.Channel.connection_class_ssl is redis.SSLConnection
+        assert_rediss_keeps_verified_tls(connection, broker_transport.Transport)
     finally:
         connection.release()
         app.close()
