@@ -83,6 +83,55 @@ def test_malformed_json_is_refused(quiet_api: QuietApi) -> None:
     assert quiet_api.redis.dbsize() == 0
 
 
+def test_an_empty_body_is_refused_as_missing(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.post("/send-email", content=b"")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+    assert quiet_api.redis.dbsize() == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_not_sent_as_json_is_415(quiet_api: QuietApi, content_type: str | None) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    with httpx.Client(base_url=quiet_api.base_url, headers=headers) as client:
+        response = client.post("/send-email", content=json.dumps(VALID).encode())
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+    assert quiet_api.redis.dbsize() == 0
+
+
+def test_json_with_parameters_or_a_json_suffix_is_accepted(quiet_api: QuietApi) -> None:
+    try:
+        with quiet_api.client() as client:
+            for content_type in ("application/json; charset=utf-8", "application/vnd.mail+json"):
+                response = client.post(
+                    "/send-email",
+                    content=json.dumps(VALID).encode(),
+                    headers={"Content-Type": content_type},
+                )
+                assert response.status_code == 202, (content_type, response.text)
+        assert quiet_api.redis.llen("email") == 2
+    finally:
+        quiet_api.redis.flushdb()
+
+
+def test_header_and_body_errors_come_in_one_answer(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.post(
+            "/send-email", json=_with(to="nope"), headers={"Idempotency-Key": "x" * 256}
+        )
+    assert response.status_code == 422
+    locs = [error["loc"] for error in response.json()["detail"]]
+    assert locs == [["header", "idempotency-key"], ["body", "to", 0]]
+    assert "nope" not in response.text, "the input was echoed back"
+    assert quiet_api.redis.dbsize() == 0
+
+
 def test_oversized_body_is_413(quiet_api: QuietApi) -> None:
     huge = _with(body="x" * (3 * 1024 * 1024))
     with quiet_api.client() as client:
@@ -141,6 +190,7 @@ def test_malformed_task_id_is_422(quiet_api: QuietApi) -> None:
     with quiet_api.client() as client:
         response = client.get("/task-status/not-a-uuid")
     assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "task_id"]
 
 
 def test_accepted_task_without_a_worker_stays_pending_and_is_queued(quiet_api: QuietApi) -> None:
@@ -187,3 +237,21 @@ def test_health_and_openapi_with_examples(quiet_api: QuietApi) -> None:
     assert spec["components"]["schemas"]["TaskAccepted"]["examples"]
     assert get["responses"]["200"]["content"]["application/json"]["example"]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # The hot routes read their inputs themselves (api_service.request_inputs); the
+    # document still says what they take.
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/SendEmailRequest"}
+    assert spec["components"]["schemas"]["SendEmailRequest"]["properties"]["to"]
+    (header,) = post["parameters"]
+    assert (header["name"], header["in"], header["required"]) == (
+        "Idempotency-Key",
+        "header",
+        False,
+    )
+    assert header["schema"]["maxLength"] == 255
+    (path,) = get["parameters"]
+    assert (path["name"], path["in"], path["schema"]["format"]) == ("task_id", "path", "uuid")
+    for operation in (post, get):
+        assert operation["security"] == [{"HTTPBearer": []}]
+        problems = operation["responses"]["422"]["content"]["application/json"]["schema"]
+        assert problems == {"$ref": "#/components/schemas/InvalidInput"}

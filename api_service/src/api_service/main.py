@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from pydantic import ValidationError
 
-from api_service import logs, ops_routes, routes
+from api_service import logs, openapi_docs, ops_routes, routes
 from api_service.auth import KeyRing
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable, install_error_handlers
@@ -85,11 +85,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
-    # Starlette's limiter: 413 on Content-Length, or as soon as a streamed body passes
-    # the limit, before it is parsed. Set on the router that reads bodies, not on the
-    # app: FastAPI applies an app-level limit again at router and route level (three
-    # layers per request, ~5 % of its CPU), and the probes read no body.
-    app.include_router(routes.router, max_body_size=settings.max_request_bytes)
+    routes.add_routes(app, settings.max_request_bytes)
+    openapi_docs.install(app)
     app.include_router(ops_routes.router)
     return app
 
