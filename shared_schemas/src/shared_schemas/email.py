@@ -10,11 +10,12 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
     JsonValue,
     model_validator,
 )
+
+from shared_schemas.addresses import EmailAddress
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_LENGTH = 998  # RFC 5322 §2.1.1: a header line may not exceed 998 characters.
@@ -33,7 +34,7 @@ def _single_line(value: str) -> str:
     return value
 
 
-AddressList = Annotated[list[EmailStr], BeforeValidator(_as_list)]
+AddressList = Annotated[list[EmailAddress], BeforeValidator(_as_list)]
 HeaderText = Annotated[str, AfterValidator(_single_line)]
 
 _REQUEST_EXAMPLE: dict[str, JsonValue] = {
@@ -59,7 +60,7 @@ class SendEmailRequest(BaseModel):
     bcc: AddressList = Field(
         default_factory=list, description="Receives the mail; never appears in its headers."
     )
-    reply_to: EmailStr | None = None
+    reply_to: EmailAddress | None = None
     subject: HeaderText = Field(min_length=1, max_length=MAX_SUBJECT_LENGTH)
     body: str = Field(max_length=MAX_BODY_CHARS, description="The plain-text part.")
     html: str | None = Field(
