@@ -6,8 +6,9 @@ the session is closed and before the task reports back. What remains is the gap
 between that 250 and this write (a few milliseconds): a crash exactly there sends
 the mail once more, with the same Message-ID.
 
-The same round trip stores the task's SUCCESS in Celery's result store, as Celery's
-own Redis backend would (its meta, its key, its expiry, its PUBLISH), so the task
+The same round trip (one Lua script) stores the task's SUCCESS in Celery's result
+store, as Celery's own Redis backend would (its meta, its key, its expiry, its
+PUBLISH), so the task
 does not have Celery store it afterwards (``ignore_result``): Celery's store is two
 more round trips per mail (a GET, so as never to overwrite a SUCCESS, then
 MULTI/SETEX/PUBLISH/EXEC), measured at ~16 % of a mail's time in the pool process.
@@ -19,6 +20,7 @@ import logging
 
 import redis
 from celery import Task, states
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from shared_schemas.email import EmailResult
@@ -26,6 +28,16 @@ from shared_schemas.email import EmailResult
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "email-dispatch:delivered:"
+
+# KEYS: the task's delivery mark, its result's key. ARGV: the mark, its TTL, the
+# result's meta, its TTL. One command where MULTI/SET/SETEX/PUBLISH/EXEC was five.
+_MARK_DELIVERED = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SETEX', KEYS[2], ARGV[4], ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+_mark_delivered_script: Script | None = None
 
 
 class DeliveryLedger:
@@ -59,13 +71,22 @@ class DeliveryLedger:
         encoded = backend.encode(meta)
         meta_key = backend.get_key_for_task(task_id)
         try:
-            with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self.key(task_id), result.model_dump_json(), ex=self._ttl)
-                pipe.setex(meta_key, backend.expires, encoded)
-                pipe.publish(meta_key, encoded)  # for AsyncResult.get() waiters
-                pipe.execute()
+            # The PUBLISH is for AsyncResult.get() waiters.
+            _mark_script(self._client)(
+                keys=[self.key(task_id), meta_key],
+                args=[result.model_dump_json(), self._ttl, encoded, backend.expires],
+                client=self._client,
+            )
         except (RedisError, OSError):
             # The mail is out; failing the task now would only send it again. Have
             # Celery store the SUCCESS (with its own retries) so the status is right.
             log.error("mail for %s was sent but could not be marked as sent", task_id)
             backend.store_result(task_id, meta["result"], states.SUCCESS, request=task.request)
+
+
+def _mark_script(client: redis.Redis) -> Script:
+    """Made once per process (a Script hashes its source); it runs on any client."""
+    global _mark_delivered_script
+    if _mark_delivered_script is None:
+        _mark_delivered_script = client.register_script(_MARK_DELIVERED)
+    return _mark_delivered_script

@@ -12,8 +12,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from celery import Task
 from celery.signals import task_retry
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from shared_schemas import records
@@ -21,24 +23,52 @@ from shared_schemas import records
 log = logging.getLogger(__name__)
 
 
+# KEYS: the task's record, the key to read. ARGV: the record's field names for the
+# start time, the retries and the attempt, then their values, then the record's TTL.
+# One command where MULTI/HSETNX/HSET/EXPIRE/GET/EXEC was six: each costs the pool
+# process a command to pack and a reply to parse (docs/performance.md).
+_BEGIN_ATTEMPT = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[5], ARGV[3], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return redis.call('GET', KEYS[2])
+"""
+_begin_attempt_script: Script | None = None
+
+
 def begin_attempt(task: Task, read_key: str) -> bytes | None:
     """Mark the running attempt in the task's record and read ``read_key``, in one
-    round trip. Redis errors propagate: the caller needs the value it asked for."""
+    round trip (atomic, as a Lua script). Redis errors propagate: the caller needs
+    the value it asked for."""
     request = task.request
-    key = records.record_key(request.id)
     conf = task.app.conf
-    with task.backend.client.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(key, records.STARTED_AT, datetime.now(UTC).isoformat())
-        pipe.hset(
-            key, mapping={records.RETRIES: request.retries or 0, records.ATTEMPT: records.RUNNING}
-        )
-        # The result is stored at the latest task_time_limit from now (the hard limit
-        # ends the attempt) and then lives result_expires; the record outlives it, so
-        # no second write is needed when the task finishes.
-        pipe.expire(key, conf.result_expires + (conf.task_time_limit or 0))
-        pipe.get(read_key)
-        value: bytes | None = pipe.execute()[-1]
+    client: redis.Redis = task.backend.client
+    # The result is stored at the latest task_time_limit from now (the hard limit ends
+    # the attempt) and then lives result_expires; the record outlives it, so no second
+    # write is needed when the task finishes.
+    ttl = conf.result_expires + (conf.task_time_limit or 0)
+    value: bytes | None = _begin_script(client)(
+        keys=[records.record_key(request.id), read_key],
+        args=[
+            records.STARTED_AT,
+            records.RETRIES,
+            records.ATTEMPT,
+            datetime.now(UTC).isoformat(),
+            request.retries or 0,
+            records.RUNNING,
+            ttl,
+        ],
+        client=client,
+    )
     return value
+
+
+def _begin_script(client: redis.Redis) -> Script:
+    """Made once per process (a Script hashes its source); it runs on any client."""
+    global _begin_attempt_script
+    if _begin_attempt_script is None:
+        _begin_attempt_script = client.register_script(_BEGIN_ATTEMPT)
+    return _begin_attempt_script
 
 
 @task_retry.connect
