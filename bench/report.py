@@ -61,6 +61,10 @@ REQUIRED_FIGURES = [
     "project.drain_1x2_cpu_us_per_task",
     "project.drain_1x1_redis_cpu_us_per_task",
     "project.drain_1x1_smtp_cpu_us_per_task",
+    # the same 1 x 1 drain through aiosmtpd, the SMTP server the tests use (smtp_sink)
+    "project.drain_1x1_aiosmtpd_per_s",
+    "project.drain_1x1_aiosmtpd_cpu_us_per_task",
+    "project.drain_1x1_aiosmtpd_smtp_cpu_us_per_task",
     "baseline.noop_drain_per_s",
     "baseline.noop_cpu_us_per_task",
     "baseline.noop_redis_cpu_us_per_task",
@@ -167,6 +171,11 @@ _RATIOS = [
     (
         "mails/s per process (1 node, 1 process) ÷ baseline no-op tasks/s per process",
         "project.drain_1x1_per_s_per_process",
+        "baseline.noop_drain_per_s",
+    ),
+    (
+        "the same, through aiosmtpd ÷ baseline no-op tasks/s per process",
+        "project.drain_1x1_aiosmtpd_per_s",
         "baseline.noop_drain_per_s",
     ),
     (
@@ -369,6 +378,27 @@ _ROWS: list[tuple[str, str, str | None, str | None, str | None]] = [
         "µs",
         "project.drain_1x1_cpu_us_per_task",
         "baseline.noop_cpu_us_per_task",
+        None,
+    ),
+    (
+        "SMTP server CPU per mail (1 node, 1 process)",
+        "µs",
+        "project.drain_1x1_smtp_cpu_us_per_task",
+        None,
+        None,
+    ),
+    (
+        "Drain, 1 node, 1 process, through aiosmtpd",
+        "tasks/s",
+        "project.drain_1x1_aiosmtpd_per_s",
+        "baseline.noop_drain_per_s",
+        None,
+    ),
+    (
+        "aiosmtpd's CPU per mail (that drain)",
+        "µs",
+        "project.drain_1x1_aiosmtpd_smtp_cpu_us_per_task",
+        None,
         None,
     ),
     (

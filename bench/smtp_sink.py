@@ -1,28 +1,125 @@
-"""An SMTP server that accepts every mail and only counts them, in its own process.
+"""The SMTP servers the benchmark sends to: each accepts every mail and only counts it,
+in its own process.
 
-aiosmtpd speaks real SMTP (EHLO, MAIL, RCPT, DATA, QUIT) on loopback; the handler
-keeps no message, only how many arrived and when the first and the last did, in
+Two servers, both speaking real SMTP on loopback (EHLO, MAIL, RCPT, DATA, QUIT, with
+RFC 2920 PIPELINING):
+
+- ``minimal`` (the default): ``_SinkProtocol`` below, an asyncio protocol on uvloop that
+  answers each command without parsing it. The drains measure the worker, and the SMTP
+  server shares the machine's 2 cores with it and sits in its critical path: the worker
+  waits for every reply. A production MTA answers in a few tens of µs of C;
+- ``aiosmtpd``: aiosmtpd's server, which the tests use, at ~400 µs of Python per mail
+  here (docs/performance.md). The benchmark also drains through it, for comparison.
+
+Neither keeps a message: the count and the times of the first and the last mail live in
 shared memory the orchestrator reads without a round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import time
+from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import Any, Literal, cast
 
 from devtools.procs import free_port, wait_for
 
+ServerKind = Literal["minimal", "aiosmtpd"]
+HOSTNAME = "sink.bench.local"
 
-class _CountingHandler:
+_EHLO = (
+    f"250-{HOSTNAME}\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+    "250-PIPELINING\r\n250 HELP\r\n"
+).encode()
+_REPLIES = {
+    b"HELO": f"250 {HOSTNAME}\r\n".encode(),
+    b"MAIL": b"250 OK\r\n",
+    b"RCPT": b"250 OK\r\n",
+    b"RSET": b"250 OK\r\n",
+    b"NOOP": b"250 OK\r\n",
+    b"DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n",
+}
+_ACCEPTED = b"250 2.0.0 Accepted\r\n"
+
+
+class _Counter:
     def __init__(
         self, count: Synchronized[int], first: Synchronized[float], last: Synchronized[float]
     ) -> None:
         self._count = count
         self._first = first
         self._last = last
+
+    def __call__(self) -> None:
+        now = time.time()
+        with self._count.get_lock():
+            self._count.value += 1
+            if not self._first.value:
+                self._first.value = now
+            self._last.value = now
+
+
+class _SinkProtocol(asyncio.Protocol):
+    """One SMTP session: each command line answered in order, pipelined ones together,
+    and the mail's data skipped up to the line holding only "." (RFC 5321 §4.1.1.4)."""
+
+    def __init__(self, on_mail: Callable[[], None]) -> None:
+        self._on_mail = on_mail
+        self._buffer = bytearray()
+        self._in_data = False
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCP transport is not an asyncio.Transport subclass, but is one.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(f"220 {HOSTNAME} ESMTP\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        buffer = self._buffer
+        buffer += data
+        replies = bytearray()
+        start = 0
+        while True:
+            if self._in_data:
+                # Searched from the DATA line's own CRLF, so an empty mail ends too.
+                found = buffer.find(b"\r\n.\r\n", start)
+                if found < 0:
+                    start = max(start, len(buffer) - 4)  # what could begin the marker
+                    break
+                start = found + 5
+                self._in_data = False
+                self._on_mail()
+                replies += _ACCEPTED
+                continue
+            end = buffer.find(b"\r\n", start)
+            if end < 0:
+                break
+            verb = bytes(buffer[start : start + 4]).upper()
+            start = end + 2
+            if verb == b"EHLO":
+                replies += _EHLO
+            elif verb == b"QUIT":
+                self._transport.write(bytes(replies) + b"221 Bye\r\n")
+                self._transport.close()
+                return
+            elif verb == b"DATA":
+                replies += _REPLIES[verb]
+                self._in_data = True
+                start = end
+            else:
+                replies += _REPLIES.get(verb, b"502 Command not implemented\r\n")
+        del buffer[:start]
+        if replies:
+            self._transport.write(bytes(replies))
+
+
+class _AiosmtpdHandler:
+    def __init__(self, on_mail: Callable[[], None]) -> None:
+        self._on_mail = on_mail
 
     async def handle_EHLO(  # noqa: N802 - aiosmtpd hook name
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -32,16 +129,12 @@ class _CountingHandler:
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        now = time.time()
-        with self._count.get_lock():
-            self._count.value += 1
-            if not self._first.value:
-                self._first.value = now
-            self._last.value = now
+        self._on_mail()
         return "250 2.0.0 Accepted"
 
 
 def _serve(
+    kind: ServerKind,
     port: int,
     count: Synchronized[int],
     first: Synchronized[float],
@@ -50,27 +143,41 @@ def _serve(
     stop: Event,
 ) -> None:
     import uvloop
-    from aiosmtpd.controller import Controller
 
-    # server_hostname: otherwise every session looks up the machine's FQDN. uvloop, as
-    # the API runs on: the sink shares the 2 cores with the worker it waits for, and a
-    # production MTA answers in far less time than asyncio's loop takes (docs/performance.md).
-    controller = Controller(
-        _CountingHandler(count, first, last),
-        loop=uvloop.new_event_loop(),
-        hostname="127.0.0.1",
-        port=port,
-        server_hostname="sink.bench.local",
-    )
-    controller.start()
-    ready.set()
-    stop.wait()
-    controller.stop()
+    on_mail = _Counter(count, first, last)
+    if kind == "aiosmtpd":
+        from aiosmtpd.controller import Controller
+
+        # server_hostname: otherwise every session looks up the machine's FQDN.
+        controller = Controller(
+            _AiosmtpdHandler(on_mail),
+            loop=uvloop.new_event_loop(),
+            hostname="127.0.0.1",
+            port=port,
+            server_hostname=HOSTNAME,
+        )
+        controller.start()
+        ready.set()
+        stop.wait()
+        controller.stop()
+        return
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _SinkProtocol(on_mail), "127.0.0.1", port, backlog=256
+        )
+        ready.set()
+        await loop.run_in_executor(None, stop.wait)
+        server.close()
+
+    uvloop.run(serve())
 
 
 class SmtpSink:
-    def __init__(self) -> None:
+    def __init__(self, kind: ServerKind = "minimal") -> None:
         ctx = multiprocessing.get_context("spawn")
+        self.kind = kind
         self.port = free_port()
         self._count: Synchronized[int] = ctx.Value("q", 0)
         self._first: Synchronized[float] = ctx.Value("d", 0.0)
@@ -79,12 +186,20 @@ class SmtpSink:
         self._stop = ctx.Event()
         self._process = ctx.Process(
             target=_serve,
-            args=(self.port, self._count, self._first, self._last, self._ready, self._stop),
-            name="smtp-sink",
+            args=(
+                kind,
+                self.port,
+                self._count,
+                self._first,
+                self._last,
+                self._ready,
+                self._stop,
+            ),
+            name=f"smtp-sink-{kind}",
             daemon=True,
         )
         self._process.start()
-        wait_for(self._ready.is_set, timeout=30, what="the SMTP sink to listen")
+        wait_for(self._ready.is_set, timeout=30, what=f"the SMTP sink ({kind}) to listen")
         assert self._process.pid is not None
         self.pid: int = self._process.pid
 

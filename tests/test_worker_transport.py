@@ -74,3 +74,52 @@ def test_rediss_urls_keep_verified_tls_through_the_transport() -> None:
     finally:
         connection.release()
         app.close()
+
+
+@pytest.mark.parametrize("prefix", ["", "tenant-a:"], ids=["scripts", "global_keyprefix"])
+def test_unacked_bookkeeping_is_kombus_so_kombu_restores_from_it(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """Received messages are recorded where and as kombu records them (its restore
+    reads them back to the queue), acked and rejected ones are forgotten; with a
+    global_keyprefix, kombu's own code does it all."""
+    app = _worker_app(redis_server.url(DB))
+    if prefix:
+        app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    plain = redis.Redis(port=redis_server.port, db=DB)
+    try:
+        with app.connection_for_read() as connection:
+            channel = connection.default_channel
+            queue = connection.SimpleQueue(QUEUE)
+            for n in range(3):
+                queue.put({"n": n})
+            plain.config_resetstat()
+            kept = queue.get(timeout=5)
+            acked = queue.get(timeout=5)
+            rejected = queue.get(timeout=5)
+            index, hash_ = f"{prefix}unacked_index", f"{prefix}unacked"
+            assert plain.zcard(index) == 3
+            assert plain.hlen(hash_) == 3
+            acked.ack()
+            rejected.reject(requeue=False)
+            assert plain.hkeys(hash_) == [kept.delivery_tag.encode()]
+            assert plain.zrange(index, 0, -1) == [kept.delivery_tag.encode()]
+            commands = {name.removeprefix("cmdstat_") for name in plain.info("commandstats")}
+            if prefix:
+                assert "multi" in commands
+            else:
+                assert "evalsha" in commands
+                assert "multi" not in commands, "the bookkeeping went through MULTI"
+
+            # What a worker that died leaves behind goes back to its queue.
+            channel.qos.restore_by_tag(kept.delivery_tag)
+            assert plain.hlen(hash_) == 0
+            assert plain.zcard(index) == 0
+            again = queue.get(timeout=5)
+            assert again.payload == {"n": 0}
+            again.ack()
+            queue.close()
+    finally:
+        plain.flushdb()
+        plain.close()
+        app.close()
