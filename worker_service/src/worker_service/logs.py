@@ -19,6 +19,14 @@ from worker_service.celery_app import settings
 
 _FIELDS = "{asctime}{levelname}{name}{processName}{message}"
 
+# Celery writes two INFO lines per task (received, succeeded). Neither format here uses
+# the caller's file and line or the thread and process ids, so the records skip looking
+# them up: the logging HOWTO's "Optimization" settings. The caller's lookup walks the
+# stack on every record.
+logging._srcfile = None
+logging.logThreads = False
+logging.logProcesses = False
+
 
 # Celery attaches the task's arguments to its own task log lines (record.data); they are
 # the mail itself (addresses, subject, body) and stay out of the logs.
