@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import Request, Response
 
 from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack
 
@@ -255,3 +256,24 @@ def test_health_and_openapi_with_examples(quiet_api: QuietApi) -> None:
         assert operation["security"] == [{"HTTPBearer": []}]
         problems = operation["responses"]["422"]["content"]["application/json"]["schema"]
         assert problems == {"$ref": "#/components/schemas/InvalidInput"}
+
+
+def test_a_route_that_calls_its_endpoint_directly_refuses_dependencies() -> None:
+    """The hot routes skip FastAPI's dependency solving; a dependency added to them
+    (or to the whole app) must fail loudly at start-up, not be skipped."""
+    from fastapi import Depends, FastAPI
+
+    from api_service.routes import RequestHandlerRoute
+
+    def guard() -> None:
+        raise AssertionError("never solved")
+
+    app = FastAPI(dependencies=[Depends(guard)])
+    with pytest.raises(TypeError, match="takes only the Request"):
+        app.router.add_api_route("/x", _bare_endpoint, route_class_override=RequestHandlerRoute)
+    plain = FastAPI()
+    plain.router.add_api_route("/x", _bare_endpoint, route_class_override=RequestHandlerRoute)
+
+
+async def _bare_endpoint(request: Request) -> Response:
+    return Response()
