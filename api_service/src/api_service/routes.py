@@ -159,13 +159,9 @@ class RequestHandlerRoute(APIRoute):
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        solved = self.dependant
-        if (
-            solved.dependencies
-            or solved.body_params
-            or solved.path_params
-            or (solved.query_params or solved.header_params or solved.cookie_params)
-        ):
+        d = self.dependant
+        params = (d.body_params, d.path_params, d.query_params, d.header_params, d.cookie_params)
+        if d.dependencies or any(params):
             # They would be skipped without a word: a dependency added to the app or the
             # route (auth, say) would never run.
             raise TypeError(f"{self.path}: a RequestHandlerRoute takes only the Request")

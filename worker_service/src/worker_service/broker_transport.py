@@ -36,7 +36,8 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
-from redis.commands.core import Script
+
+from worker_service.lua import run_script
 
 # The URL schemes this transport serves; anything else keeps kombu's choice.
 SCHEMES = ("redis", "rediss")
@@ -57,15 +58,6 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
-_scripts: dict[str, Script] = {}
-
-
-def _script(client: redis.Redis, source: str) -> Script:
-    """Made once per process (a Script hashes its source); it runs on any client."""
-    script = _scripts.get(source)
-    if script is None:
-        script = _scripts[source] = client.register_script(source)
-    return script
 
 
 class QoS(kombu_redis.QoS):
@@ -76,10 +68,11 @@ class QoS(kombu_redis.QoS):
         delivery = message.delivery_info
         stored = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
         with self.channel.conn_or_acquire() as client:
-            _script(client, _APPEND)(
-                keys=[self.unacked_index_key, self.unacked_key],
-                args=[time(), delivery_tag, stored],
-                client=client,
+            run_script(
+                client,
+                _APPEND,
+                [self.unacked_index_key, self.unacked_key],
+                [time(), delivery_tag, stored],
             )
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
@@ -99,9 +92,7 @@ class QoS(kombu_redis.QoS):
 
     def _remove(self, delivery_tag: str) -> None:
         with self.channel.conn_or_acquire() as client:
-            _script(client, _REMOVE)(
-                keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag], client=client
-            )
+            run_script(client, _REMOVE, [self.unacked_index_key, self.unacked_key], [delivery_tag])
 
 
 class Channel(kombu_redis.Channel):

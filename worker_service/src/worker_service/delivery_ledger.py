@@ -20,10 +20,10 @@ import logging
 
 import redis
 from celery import Task, states
-from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from shared_schemas.email import EmailResult
+from worker_service.lua import run_script
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ redis.call('SETEX', KEYS[2], ARGV[4], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
-_mark_delivered_script: Script | None = None
 
 
 class DeliveryLedger:
@@ -72,21 +71,14 @@ class DeliveryLedger:
         meta_key = backend.get_key_for_task(task_id)
         try:
             # The PUBLISH is for AsyncResult.get() waiters.
-            _mark_script(self._client)(
-                keys=[self.key(task_id), meta_key],
-                args=[result.model_dump_json(), self._ttl, encoded, backend.expires],
-                client=self._client,
+            run_script(
+                self._client,
+                _MARK_DELIVERED,
+                [self.key(task_id), meta_key],
+                [result.model_dump_json(), self._ttl, encoded, backend.expires],
             )
         except (RedisError, OSError):
             # The mail is out; failing the task now would only send it again. Have
             # Celery store the SUCCESS (with its own retries) so the status is right.
             log.error("mail for %s was sent but could not be marked as sent", task_id)
             backend.store_result(task_id, meta["result"], states.SUCCESS, request=task.request)
-
-
-def _mark_script(client: redis.Redis) -> Script:
-    """Made once per process (a Script hashes its source); it runs on any client."""
-    global _mark_delivered_script
-    if _mark_delivered_script is None:
-        _mark_delivered_script = client.register_script(_MARK_DELIVERED)
-    return _mark_delivered_script

@@ -15,10 +15,10 @@ from typing import Any
 import redis
 from celery import Task
 from celery.signals import task_retry
-from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from shared_schemas import records
+from worker_service.lua import run_script
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[5], ARGV[3], ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 return redis.call('GET', KEYS[2])
 """
-_begin_attempt_script: Script | None = None
 
 
 def begin_attempt(task: Task, read_key: str) -> bytes | None:
@@ -47,9 +46,11 @@ def begin_attempt(task: Task, read_key: str) -> bytes | None:
     # the attempt) and then lives result_expires; the record outlives it, so no second
     # write is needed when the task finishes.
     ttl = conf.result_expires + (conf.task_time_limit or 0)
-    value: bytes | None = _begin_script(client)(
-        keys=[records.record_key(request.id), read_key],
-        args=[
+    value: bytes | None = run_script(
+        client,
+        _BEGIN_ATTEMPT,
+        [records.record_key(request.id), read_key],
+        [
             records.STARTED_AT,
             records.RETRIES,
             records.ATTEMPT,
@@ -58,17 +59,8 @@ def begin_attempt(task: Task, read_key: str) -> bytes | None:
             records.RUNNING,
             ttl,
         ],
-        client=client,
     )
     return value
-
-
-def _begin_script(client: redis.Redis) -> Script:
-    """Made once per process (a Script hashes its source); it runs on any client."""
-    global _begin_attempt_script
-    if _begin_attempt_script is None:
-        _begin_attempt_script = client.register_script(_BEGIN_ATTEMPT)
-    return _begin_attempt_script
 
 
 @task_retry.connect
