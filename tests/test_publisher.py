@@ -241,12 +241,14 @@ def test_the_same_batch_written_twice_queues_each_message_once(
 
     async def main() -> None:
         broker = connect_async(redis_server.url(DB), 2, 2)
-        publish = PublishOnce(broker, marker_ttl=60)
-        batch = [(f"task-{n}", [("lpush", ("once", f"message-{n}"))]) for n in range(3)]
+        publish = PublishOnce(broker)
+        batch = [(f"task-{n}", 60, [("lpush", ("once", f"message-{n}"))]) for n in range(3)]
         try:
             await publish(batch)
             await publish(batch)  # as after a reply lost on the way
-            await publish([*batch, ("task-3", [("lpush", ("once", "message-3"))])])
+            await publish([*batch, ("task-3", 600, [("lpush", ("once", "message-3"))])])
+            assert await publish.was_queued("task-3")
+            assert not await publish.was_queued("task-4")
         finally:
             await broker.aclose()
 
@@ -254,5 +256,6 @@ def test_the_same_batch_written_twice_queues_each_message_once(
         asyncio.run(main())
         assert list(reversed(store.lrange("once", 0, -1))) == [f"message-{n}" for n in range(4)]
         assert 0 < store.ttl(marker_key("task-0")) <= 60
+        assert 60 < store.ttl(marker_key("task-3")) <= 600  # each message's own
     finally:
         store.flushdb()

@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from api_service.broker_transport import BrokerCommand
-from api_service.errors import BackendUnavailable
+from api_service.errors import BackendUnavailable, OutcomeUnknown
 from api_service.publish_once import PublishOnce
 from api_service.submissions import Submission
 from shared_schemas.tasks import TASKS
@@ -66,6 +66,8 @@ class _Waiting:
 
     submission: Submission
     commands: list[BrokerCommand]
+    marker_ttl: int  # seconds the task's "queued" marker is kept (publish_once)
+    replayable: bool  # submitted with known_for: its record is kept for a replay
     done: asyncio.Future[None]
     taken: bool = False  # in a batch on its way to Redis: its caller hears how it ended
 
@@ -85,7 +87,8 @@ class Dispatcher:
     ) -> None:
         self._messages = messages
         self._recorder = recorder
-        self._publish = PublishOnce(broker, marker_ttl)
+        self._publish = PublishOnce(broker)
+        self._marker_ttl = marker_ttl
         self._slot_timeout = slot_timeout
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
@@ -105,10 +108,25 @@ class Dispatcher:
             except Exception as exc:
                 raise BackendUnavailable(f"could not reach the broker: {exc!r}") from exc
 
-    async def submit(self, task_name: str, payload: BaseModel, task_id: str, owner: str) -> None:
+    async def submit(
+        self,
+        task_name: str,
+        payload: BaseModel,
+        task_id: str,
+        owner: str,
+        *,
+        known_for: int | None = None,
+    ) -> None:
         """Return once the submission is recorded and the broker holds its message.
 
-        BackendUnavailable if either cannot be done; then its record is removed again.
+        Queues the task at most once, however often its id is submitted while its
+        marker lives: ``known_for`` seconds if given (a submission with an
+        Idempotency-Key, for as long as its key), else a minute. Its record stays too.
+
+        BackendUnavailable if it cannot be done: nothing was queued. OutcomeUnknown if
+        Redis stopped answering while the message was being written: it may have been
+        queued, and submitting the same id again (``known_for``) settles it. A
+        submission without ``known_for`` has its record removed in either case.
         """
         contract = TASKS.get(task_name)
         if contract is None:
@@ -118,7 +136,10 @@ class Dispatcher:
         submission = Submission(task_name, contract.kwargs(payload), task_id, owner)
         loop = asyncio.get_running_loop()
         commands = self._messages.commands_for(submission)
-        waiting = _Waiting(submission, commands, loop.create_future())
+        marker_ttl = self._marker_ttl if known_for is None else known_for
+        waiting = _Waiting(
+            submission, commands, marker_ttl, known_for is not None, loop.create_future()
+        )
         self._waiting.append(waiting)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_while_waiting())
@@ -175,14 +196,18 @@ class Dispatcher:
             try:
                 await self._queue(batch)
             except (RedisError, OSError) as exc:
-                await self._recorder.forget([s.task_id for s in submissions])
-                raise BackendUnavailable(f"could not publish: {exc!r}") from exc
+                # Kept for a replay that may come (known_for): it records them again,
+                # and a replay running beside this batch must not lose its record.
+                await self._recorder.forget(
+                    [w.submission.task_id for w in batch if not w.replayable]
+                )
+                raise OutcomeUnknown(f"could not publish: {exc!r}") from exc
         except BackendUnavailable as exc:
             error = exc  # each caller's 503 is logged by its error handler
         _settle(batch, error)
 
     async def _queue(self, batch: Sequence[_Waiting]) -> None:
-        messages = [(waiting.submission.task_id, waiting.commands) for waiting in batch]
+        messages = [(w.submission.task_id, w.marker_ttl, w.commands) for w in batch]
         try:
             await self._publish(messages)
         except RedisConnectionError:
@@ -191,6 +216,13 @@ class Dispatcher:
             # (publish_once), and the callers hear how it ended. Not on a timeout: a
             # frozen Redis would only be waited out again.
             await self._publish(messages)
+
+    async def was_queued(self, task_id: str) -> bool:
+        """Whether the task was queued, while its marker lives (see ``submit``)."""
+        try:
+            return await self._publish.was_queued(task_id)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"could not ask the broker: {exc!r}") from exc
 
     async def close(self) -> None:
         """Finish writing what is waiting."""
@@ -207,6 +239,6 @@ def _settle(batch: Sequence[_Waiting], error: Exception | None) -> None:
             waiting.done.set_result(None)
         elif isinstance(error, BackendUnavailable):
             task_id = waiting.submission.task_id
-            waiting.done.set_exception(BackendUnavailable(f"could not queue {task_id}: {error}"))
+            waiting.done.set_exception(type(error)(f"could not queue {task_id}: {error}"))
         else:
             waiting.done.set_exception(error)

@@ -21,7 +21,12 @@ class RateLimited(Exception):
 
 
 class BackendUnavailable(Exception):
-    """Redis (the broker or the result store) did not answer in time."""
+    """Redis (the broker or the result store) did not answer in time; nothing was queued."""
+
+
+class OutcomeUnknown(BackendUnavailable):
+    """Redis stopped answering while a task's message was being written: it may have
+    been queued. A replay with the same Idempotency-Key queues it if it was not."""
 
 
 class ContractViolation(Exception):
@@ -44,9 +49,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("backend unavailable: %s", exc)
+    if isinstance(exc, OutcomeUnknown):
+        detail = (
+            "the task queue stopped answering while the email was being queued; it may "
+            "have been queued. Retry with the same Idempotency-Key to have it queued once"
+        )
+    else:
+        detail = "the task queue is unavailable; nothing was queued, try again later"
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        content={"detail": "the task queue is unavailable; nothing was queued, try again later"},
+        content={"detail": detail},
         headers={"Retry-After": "5"},
     )
 

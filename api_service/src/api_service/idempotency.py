@@ -3,8 +3,6 @@ second mail. Keys are scoped to the caller's API key and kept for IDEMPOTENCY_TT
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 
@@ -29,7 +27,7 @@ def payload_digest(payload: BaseModel) -> str:
 class IdempotencyKeys:
     def __init__(self, client: aioredis.Redis, ttl: int) -> None:
         self._redis = client
-        self._ttl = ttl
+        self.ttl = ttl
 
     @staticmethod
     def _key(owner: str, idempotency_key: str) -> str:
@@ -42,7 +40,7 @@ class IdempotencyKeys:
         key = self._key(owner, idempotency_key)
         claim = json.dumps({"task_id": task_id, "digest": digest})
         try:
-            if await self._redis.set(key, claim, nx=True, ex=self._ttl):
+            if await self._redis.set(key, claim, nx=True, ex=self.ttl):
                 return task_id
             existing = await self._redis.get(key)
         except (RedisError, OSError) as exc:
@@ -53,9 +51,3 @@ class IdempotencyKeys:
         if first["digest"] != digest:
             raise IdempotencyConflict
         return str(first["task_id"])
-
-    async def release(self, owner: str, idempotency_key: str) -> None:
-        """Free the key after a failed publish, so the client's retry can go through."""
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await self._redis.delete(self._key(owner, idempotency_key))

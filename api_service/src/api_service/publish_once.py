@@ -3,10 +3,14 @@ many times the batch is sent.
 
 A write whose reply is lost may have run. Sent again as it was, it could queue its
 messages twice; not sent again, the caller cannot be told whether it was queued. So the
-messages go in one Lua script that first sets a marker per task id (SET NX, kept
-``marker_ttl`` seconds) and runs kombu's commands for a task's message only when its
+messages go in one Lua script that first sets a marker per task id (SET NX, kept as
+long as each message asks) and runs kombu's commands for a task's message only when its
 marker was new: the same batch sent twice queues each message once, and the dispatcher
 can send an uncertain batch again (api_service.dispatch).
+
+While a task's marker lives, it also tells whether the task was queued (``was_queued``):
+a submission with an Idempotency-Key keeps its marker as long as its key, so a replay of
+a submission whose outcome was unknown queues it, once, if it was not queued.
 """
 
 from __future__ import annotations
@@ -20,15 +24,14 @@ from api_service.broker_transport import BrokerCommand
 # Where the markers live, in the broker's database beside the queues.
 MARKER_PREFIX = "email-dispatch:published:"
 
-# KEYS: each task's marker. ARGV: the markers' TTL, then for each task the number of its
+# KEYS: each task's marker. ARGV: for each task its marker's TTL and the number of its
 # commands, and for each command its name, its number of arguments and the arguments.
 _QUEUE_ONCE = """
-local ttl = ARGV[1]
-local at = 2
+local at = 1
 for _, marker in ipairs(KEYS) do
-  local fresh = redis.call('SET', marker, '1', 'NX', 'EX', ttl)
-  local commands = tonumber(ARGV[at])
-  at = at + 1
+  local fresh = redis.call('SET', marker, '1', 'NX', 'EX', ARGV[at])
+  local commands = tonumber(ARGV[at + 1])
+  at = at + 2
   for _ = 1, commands do
     local name, count = ARGV[at], tonumber(ARGV[at + 1])
     if fresh then
@@ -46,20 +49,25 @@ def marker_key(task_id: str) -> str:
 
 
 class PublishOnce:
-    def __init__(self, broker: aioredis.Redis, marker_ttl: int) -> None:
-        self._marker_ttl = marker_ttl
+    def __init__(self, broker: aioredis.Redis) -> None:
+        self._broker = broker
         self._script = broker.register_script(_QUEUE_ONCE)
 
-    async def __call__(self, messages: Sequence[tuple[str, list[BrokerCommand]]]) -> None:
-        """Queue each ``(task_id, commands)`` message whose task was not queued before.
+    async def __call__(self, messages: Sequence[tuple[str, int, list[BrokerCommand]]]) -> None:
+        """Queue each ``(task_id, marker_ttl, commands)`` message whose task was not
+        queued before.
 
         Raises what redis-py raises; then the batch may or may not have been written,
         and sending it again is safe.
         """
-        keys = [marker_key(task_id) for task_id, _ in messages]
-        args: list[str | int | bytes] = [self._marker_ttl]
-        for _, commands in messages:
-            args.append(len(commands))
+        keys = [marker_key(task_id) for task_id, _, _ in messages]
+        args: list[str | int | bytes] = []
+        for _, marker_ttl, commands in messages:
+            args += (marker_ttl, len(commands))
             for name, command_args in commands:
                 args += (name, len(command_args), *command_args)
         await self._script(keys=keys, args=args)
+
+    async def was_queued(self, task_id: str) -> bool:
+        """Whether the task's message was queued; known only while its marker lives."""
+        return bool(await self._broker.exists(marker_key(task_id)))

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from api_service import openapi_docs, request_inputs
 from api_service.auth import authenticated_caller
 from api_service.dispatch import Dispatcher
-from api_service.errors import BackendUnavailable
 from api_service.idempotency import IdempotencyConflict, IdempotencyKeys, payload_digest
 from api_service.task_store import TaskStore
 from shared_schemas.status import TaskState, TaskStatus
@@ -98,7 +97,9 @@ async def send_email(request: Request) -> Response:
     email, idempotency_key = await request_inputs.submission(request)
     await request.app.state.rate_limiter.check(owner)
     task_id = str(uuid.uuid4())
+    dispatcher = _dispatcher(request)
     keys: IdempotencyKeys = request.app.state.idempotency
+    known_for = None
     if idempotency_key is not None:
         try:
             first = await keys.claim(owner, idempotency_key, payload_digest(email), task_id)
@@ -108,16 +109,20 @@ async def send_email(request: Request) -> Response:
                 "this Idempotency-Key was already used with a different email; "
                 "use a new key for a new email",
             ) from None
+        # The task's "queued" marker lives as long as the key: while the key answers,
+        # the marker tells whether the first submission's message was queued.
+        known_for = keys.ttl
         if first != task_id:
             log.info("replayed submission", extra={"task_id": first, "task": SEND_EMAIL})
+            if not await dispatcher.was_queued(first):
+                # The first submission failed (503) or is still on its way: finish it,
+                # under its id; its message is queued once either way (publish_once).
+                await dispatcher.submit(SEND_EMAIL, email, first, owner, known_for=known_for)
             return _accepted(request, first, replayed=True)
 
-    try:
-        await _dispatcher(request).submit(SEND_EMAIL, email, task_id, owner)
-    except BackendUnavailable:
-        if idempotency_key is not None:
-            await keys.release(owner, idempotency_key)
-        raise
+    # A 503 keeps the Idempotency-Key: the client's retry with it finishes this
+    # submission, under this id, whether or not its message was queued.
+    await dispatcher.submit(SEND_EMAIL, email, task_id, owner, known_for=known_for)
     # DEBUG: at INFO this line took 8 % of the event loop's CPU per submission
     # (make bench). /metrics counts submissions; the worker logs every task it receives.
     log.debug("queued", extra={"task_id": task_id, "task": SEND_EMAIL})

@@ -66,6 +66,8 @@ class SubmissionRecorder:
 
     async def forget(self, task_ids: Sequence[str]) -> None:
         """Undo records whose publish failed, so the ids are not reported as PENDING."""
+        if not task_ids:
+            return
         # The callers are already answering 503; if this fails too, the records
         # expire on their own. Bounded by the client's socket timeout.
         with contextlib.suppress(RedisError, OSError):
