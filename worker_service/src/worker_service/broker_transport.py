@@ -14,6 +14,14 @@ Its QoS also keeps kombu's unacked bookkeeping in one Lua script each for the ap
 the ack, where kombu sends MULTI/ZADD/HSET/EXEC and MULTI/ZREM/HDEL/EXEC: the same
 writes, as atomic, for one command to pack and one reply to parse instead of four. The
 two were a third of the main process's CPU per mail (profiled, docs/performance.md).
+
+While its queues have messages, the consumer fetches with one more script (``_FETCH``)
+instead of BRPOP: it pops a message and records it as unacked in one step, so no
+message is ever popped and not yet recorded (a worker killed there lost it), and it
+carries the acks of the tasks finished since the last fetch. With late acks and
+prefetch 1 that is one round trip per mail where there were three (fetch, record, ack):
+the main process 2,023k -> 1,557k instructions a mail (docs/performance.md).
+
 kombu's own code does everything else with the keys (restoring unacked messages past
 the visibility timeout, requeueing on shutdown), and all of it when a
 ``global_keyprefix`` is set (its prefixing client does not look inside scripts).
