@@ -246,7 +246,9 @@ def test_the_same_batch_written_twice_queues_each_message_once(
         try:
             await publish(batch)
             await publish(batch)  # as after a reply lost on the way
-            await publish([*batch, ("task-3", 600, [("lpush", ("once", "message-3"))])])
+            # A replay in the same batch as its first submission: queued once too.
+            task_3 = ("task-3", 600, [("lpush", ("once", "message-3"))])
+            await publish([*batch, task_3, task_3])
             assert await publish.was_queued("task-3")
             assert not await publish.was_queued("task-4")
         finally:

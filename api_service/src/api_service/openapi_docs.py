@@ -28,7 +28,8 @@ SEND_EMAIL: dict[str, Any] = {
             "required": False,
             "description": (
                 "Retry-safe submissions: the same key with the same email returns the "
-                "first task instead of sending again (for IDEMPOTENCY_TTL seconds)."
+                "first task instead of sending again (for IDEMPOTENCY_TTL seconds). "
+                "After a 503, a retry with the key queues the first task if it was not."
             ),
             "schema": TypeAdapter(IdempotencyKey).json_schema(),
         }

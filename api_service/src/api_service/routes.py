@@ -190,6 +190,13 @@ def add_routes(app: FastAPI, max_body_size: int) -> None:
             415: {"description": "The body is not JSON (Content-Type: application/json)."},
             422: {"model": InvalidInput, "description": "Not a valid email; detail says where."},
             429: {"description": "Too many submissions for this key; see Retry-After."},
+            503: {
+                "description": (
+                    "Redis did not answer. Nothing was queued, unless detail says the "
+                    "email may have been: then retry with the same Idempotency-Key, "
+                    "which queues it once either way."
+                )
+            },
         },
         summary="Queue an email for delivery",
         openapi_extra=openapi_docs.SEND_EMAIL,
