@@ -13,7 +13,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from api_service import broker_transport
+from api_service import broker_transport, publish_once
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable
 from api_service.publish_once import PublishOnce, marker_key
@@ -26,6 +26,7 @@ from shared_schemas import records
 from shared_schemas.email import SendEmailRequest
 from shared_schemas.tasks import EMAIL_QUEUE, SEND_EMAIL, TASKS
 from tests.broker_tls import assert_rediss_keeps_verified_tls
+from tests.lossy_proxy import lossy_proxy
 from tests.procs import RedisServer
 
 DB = 9
@@ -157,40 +158,6 @@ def test_a_batch_the_broker_did_not_take_leaves_no_records(
         app.close()
 
 
-async def _proxy_that_loses_the_publish_reply(redis_port: int) -> asyncio.Server:
-    """A TCP proxy to Redis that passes the first publish on, lets Redis run it, and
-    then drops the connection instead of relaying the reply: the publish's outcome is
-    unknown to the API ("delivery is uncertain"). Later connections pass through."""
-    lost = asyncio.Event()
-
-    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", redis_port)
-
-        async def replies() -> None:
-            while data := await redis_r.read(65536):
-                client_w.write(data)
-                await client_w.drain()
-
-        relay = asyncio.create_task(replies())
-        try:
-            while data := await client_r.read(65536):
-                if b"LPUSH" in data.upper() and not lost.is_set():
-                    lost.set()
-                    relay.cancel()
-                    redis_w.write(data)
-                    await redis_w.drain()
-                    await redis_r.read(65536)  # Redis has run it; the reply goes nowhere
-                    break
-                redis_w.write(data)
-                await redis_w.drain()
-        finally:
-            relay.cancel()
-            client_w.close()
-            redis_w.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
 def test_a_publish_whose_reply_is_lost_is_sent_again_and_queued_once(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,9 +169,7 @@ def test_a_publish_whose_reply_is_lost_is_sent_again_and_queued_once(
     messages = TaskMessages(app)
     store = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
 
-    async def main() -> BaseException | None:
-        proxy = await _proxy_that_loses_the_publish_reply(redis_server.port)
-        port = proxy.sockets[0].getsockname()[1]
+    async def main(port: int) -> BaseException | None:
         results = connect_async(url, 2, 4)
         broker = connect_async(f"redis://127.0.0.1:{port}/{DB}", 2, 4)
         dispatcher = Dispatcher(messages, SubmissionRecorder(results, 600), broker, 5)
@@ -218,12 +183,15 @@ def test_a_publish_whose_reply_is_lost_is_sent_again_and_queued_once(
             await dispatcher.close()
             await results.aclose()
             await broker.aclose()
-            proxy.close()
-            await proxy.wait_closed()
 
     try:
         messages.open()
-        outcome = asyncio.run(main())
+        # Loaded first, so the lost publish is run rather than refused with NOSCRIPT.
+        store.script_load(publish_once._QUEUE_ONCE)
+        with lossy_proxy(redis_server.port) as proxy:
+            proxy.lose_publishes(1, redis_runs_them=True)
+            outcome = asyncio.run(main(proxy.port))
+            assert proxy.publishes_left_to_lose == 0
         assert outcome is None
         queued = [json.loads(raw)["headers"]["id"] for raw in store.lrange(EMAIL_QUEUE, 0, -1)]
         assert queued == ["lost-reply"]
