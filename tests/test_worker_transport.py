@@ -130,3 +130,25 @@ def test_unacked_bookkeeping_is_kombus_so_kombu_restores_from_it(
         plain.flushdb()
         plain.close()
         app.close()
+
+
+def test_an_ack_waiting_for_the_next_fetch_is_written_when_the_channel_closes(
+    redis_server: RedisServer,
+) -> None:
+    """A worker that stops right after a task (warm shutdown) leaves no finished message
+    recorded as unacked, which would otherwise come back past the visibility timeout."""
+    app = _worker_app(redis_server.url(DB))
+    plain = redis.Redis(port=redis_server.port, db=DB)
+    try:
+        with app.connection_for_read() as connection:
+            queue = connection.SimpleQueue(QUEUE)
+            queue.put({"n": 0})
+            message = queue.get(timeout=5)
+            message.ack()  # kept for the next fetch, which never comes
+            assert plain.hlen("unacked") == 1
+        assert plain.hlen("unacked") == 0
+        assert plain.zcard("unacked_index") == 0
+    finally:
+        plain.flushdb()
+        plain.close()
+        app.close()
