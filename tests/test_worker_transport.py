@@ -13,6 +13,7 @@ from tests.broker_tls import assert_rediss_keeps_verified_tls
 from tests.procs import RedisServer
 from worker_service import broker_transport
 from worker_service.celery_app import make_celery
+from worker_service.lua import run_script
 from worker_service.settings import WorkerSettings
 
 DB = 10
@@ -152,3 +153,17 @@ def test_an_ack_waiting_for_the_next_fetch_is_written_when_the_channel_closes(
         plain.flushdb()
         plain.close()
         app.close()
+
+
+def test_a_script_is_loaded_again_after_redis_forgot_it(redis_server: RedisServer) -> None:
+    """A Redis restarted without its scripts (or SCRIPT FLUSH) answers NOSCRIPT once;
+    the worker's scripts load themselves again and run."""
+    client = redis.Redis(port=redis_server.port, db=DB)
+    try:
+        source = "return redis.call('INCR', KEYS[1])"
+        assert run_script(client, source, ["runs"], []) == 1
+        client.script_flush()
+        assert run_script(client, source, ["runs"], []) == 2
+    finally:
+        client.flushdb()
+        client.close()
