@@ -66,8 +66,7 @@ class _Waiting:
 
     submission: Submission
     commands: list[BrokerCommand]
-    marker_ttl: int  # seconds the task's "queued" marker is kept (publish_once)
-    replayable: bool  # submitted with known_for: its record is kept for a replay
+    known_for: int | None  # see Dispatcher.submit
     done: asyncio.Future[None]
     taken: bool = False  # in a batch on its way to Redis: its caller hears how it ended
 
@@ -136,10 +135,7 @@ class Dispatcher:
         submission = Submission(task_name, contract.kwargs(payload), task_id, owner)
         loop = asyncio.get_running_loop()
         commands = self._messages.commands_for(submission)
-        marker_ttl = self._marker_ttl if known_for is None else known_for
-        waiting = _Waiting(
-            submission, commands, marker_ttl, known_for is not None, loop.create_future()
-        )
+        waiting = _Waiting(submission, commands, known_for, loop.create_future())
         self._waiting.append(waiting)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_while_waiting())
@@ -199,7 +195,7 @@ class Dispatcher:
                 # Kept for a replay that may come (known_for): it records them again,
                 # and a replay running beside this batch must not lose its record.
                 await self._recorder.forget(
-                    [w.submission.task_id for w in batch if not w.replayable]
+                    [w.submission.task_id for w in batch if w.known_for is None]
                 )
                 raise OutcomeUnknown(f"could not publish: {exc!r}") from exc
         except BackendUnavailable as exc:
@@ -207,7 +203,9 @@ class Dispatcher:
         _settle(batch, error)
 
     async def _queue(self, batch: Sequence[_Waiting]) -> None:
-        messages = [(w.submission.task_id, w.marker_ttl, w.commands) for w in batch]
+        messages = [
+            (w.submission.task_id, w.known_for or self._marker_ttl, w.commands) for w in batch
+        ]
         try:
             await self._publish(messages)
         except RedisConnectionError:

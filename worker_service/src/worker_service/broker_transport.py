@@ -196,7 +196,7 @@ class Channel(kombu_redis.Channel):
             raise
 
     def take_recorded(self, delivery_tag: str) -> bool:
-        if self._recorded is None or self._recorded != delivery_tag:
+        if self._recorded != delivery_tag:
             return False
         self._recorded = None
         return True
@@ -204,7 +204,6 @@ class Channel(kombu_redis.Channel):
     def _brpop_start(self, timeout: int | None = None) -> None:
         if not self._fetching or self.global_keyprefix:
             self.flush_acks()
-            self._fetch_sent = False
             super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
             return
         queues = self._queue_cycle.consume(len(self.active_queues))
