@@ -90,7 +90,7 @@ class Params:
     rounds: int = 1  # the whole sequence this many times; each figure is its best round
 
 
-FULL = Params("full", 64, 3, 15, 10, 20, 300, 20, 2000, 4000, 3000, 20000, 15, rounds=2)
+FULL = Params("full", 64, 3, 15, 10, 20, 300, 20, 2000, 4000, 3000, 20000, 15, rounds=3)
 SMOKE = Params("smoke", 64, 0, 1, 1, 10, 6, 10, 12, 30, 100, 500, 2)
 
 
@@ -607,8 +607,11 @@ class Bench:
         self.fig[f"project.drain_{topology}_per_s"] = n / (last - released)
         self.fig[f"project.drain_{topology}_cpu_us_per_task"] = cpu / n * 1e6
         self.fig[f"project.drain_{topology}_smtp_cpu_us_per_task"] = sink_cpu / n * 1e6
+        self.fig[f"project.drain_{topology}_redis_cpu_us_per_task"] = redis_cpu / n * 1e6
+        self.fig[f"project.drain_{topology}_cores"] = (cpu + redis_cpu + sink_cpu) / (
+            last - released
+        )
         if topology == "1x1":
-            self.fig["project.drain_1x1_redis_cpu_us_per_task"] = redis_cpu / n * 1e6
             self.fig["project.drain_1x1_redis_commands_per_task"] = commands / n
             self.redis_calls["project drain 1x1"] = calls
         if sink.count != n:
@@ -657,6 +660,7 @@ class Bench:
         self.fig["baseline.noop_drain_per_s"] = n / (last - released)
         self.fig["baseline.noop_cpu_us_per_task"] = cpu / n * 1e6
         self.fig["baseline.noop_redis_cpu_us_per_task"] = redis_cpu / n * 1e6
+        self.fig["baseline.noop_cores"] = (cpu + redis_cpu) / (last - released)
         self.fig["baseline.noop_redis_commands_per_task"] = commands / n
         self.redis_calls["baseline no-op drain"] = calls
 
