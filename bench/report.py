@@ -106,7 +106,7 @@ def _div(a: float | None, b: float | None) -> float | None:
 
 
 def _higher_is_better(key: str) -> bool:
-    return key.endswith(("_rps", "_per_s", "_per_process"))
+    return key.endswith(("_rps", "_per_s", "_per_process", "_per_core"))
 
 
 def _rate_key(key: str) -> str | None:
@@ -160,6 +160,11 @@ def derive(fig: Figures) -> None:
     for topology, processes in (("1x1", 1), ("2x1", 2), ("1x2", 2)):
         rate = fig.get(f"project.drain_{topology}_per_s")
         fig[f"project.drain_{topology}_per_s_per_process"] = _div(rate, processes)
+        # Mails per second for each core the drain kept busy: whether more nodes or
+        # processes cost more per mail, apart from the cores they are given.
+        fig[f"project.drain_{topology}_per_core"] = _div(
+            rate, fig.get(f"project.drain_{topology}_cores")
+        )
 
 
 # (name, numerator, denominator)
@@ -204,6 +209,11 @@ _RATIOS = [
         "drain: 2 nodes ÷ 1 node (1 process each)",
         "project.drain_2x1_per_s",
         "project.drain_1x1_per_s",
+    ),
+    (
+        "drain per busy core: 2 nodes ÷ 1 node",
+        "project.drain_2x1_per_core",
+        "project.drain_1x1_per_core",
     ),
     (
         "drain: 2 processes ÷ 1 process (1 node)",
