@@ -1,9 +1,7 @@
-"""Helpers for fault tests: find and kill the pool child running a task."""
+"""Helpers for fault tests: ask the workers which process runs a task."""
 
 from __future__ import annotations
 
-import os
-import signal
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +35,6 @@ def child_running(control: Celery, task_id: str, timeout: float = 10) -> int:
 
     wait_for(ask, timeout=timeout, interval=0.1, what=f"a worker to report {task_id} active")
     return int(found["pid"])
-
-
-def kill_child_running(control: Celery, task_id: str) -> int:
-    pid = child_running(control, task_id)
-    os.kill(pid, signal.SIGKILL)
-    return pid
 
 
 def forge_submission(result_store_url: str, task_name: str, owner_key: str) -> str:

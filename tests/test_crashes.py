@@ -1,5 +1,7 @@
-"""Crashes lose nothing and send nothing twice: a killed pool child, a killed worker,
-SIGTERM mid-send."""
+"""Crashes lose nothing and send nothing twice: a worker node killed at the moments that
+matter (fault injection: worker_service.faults), mid-send, after the relay's 250, a
+mail whose worker keeps dying, SIGTERM mid-send, Redis restarted before the delivery is
+recorded."""
 
 from __future__ import annotations
 
@@ -10,20 +12,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from celery import Celery
 
 from tests.conftest import (
-    MAX_RETRIES,
     TASK_TIME_LIMIT,
     VISIBILITY_TIMEOUT,
     Stack,
     service_env,
 )
-from tests.faults import child_running, control_app, kill_child_running
+from tests.faults import child_running, control_app
 from tests.procs import Proc, RedisServer, start_api, start_worker, wait_for
 from tests.smtp_sink import SmtpSink
 from tests.test_smtp_outcomes import _address, _follow, _post
@@ -36,44 +36,6 @@ def control(stack: Stack) -> Iterator[Celery]:
     app = control_app(stack.env["CELERY_BROKER_URL"])
     yield app
     app.close()
-
-
-def test_killed_pool_child_is_retried_and_the_mail_arrives_once(
-    stack: Stack, control: Celery
-) -> None:
-    to = _address("oom")
-    stall = stack.smtp.stall_at_rcpt(to)
-    with stack.client() as client:
-        task_id = _post(client, to)
-        wait_for(lambda: stall.waiting == 1, what="the send to be in flight")
-        kill_child_running(control, task_id)
-        stall.release.set()
-        seen = _follow(client, task_id)
-    final = seen[-1]
-    assert final["status"] == "SUCCESS", seen
-    assert final["retries"] == 1
-    assert len(stack.smtp.received_by(to)) == 1
-    assert stack.worker.alive()
-
-
-def test_a_mail_that_keeps_killing_its_process_fails_after_max_retries(
-    stack: Stack, control: Celery
-) -> None:
-    to = _address("poison")
-    stall = stack.smtp.stall_at_rcpt(to)
-    with stack.client() as client:
-        task_id = _post(client, to)
-        for attempt in range(MAX_RETRIES + 1):
-            wait_for(lambda: stall.waiting == 1, what=f"attempt {attempt} in flight")
-            kill_child_running(control, task_id)
-            wait_for(lambda: stall.waiting == 0, what=f"attempt {attempt} to be gone")
-        final = _follow(client, task_id)[-1]
-    stall.release.set()
-    assert final["status"] == "FAILURE", final
-    assert final["error"]["type"] == "WorkerLostError"
-    assert final["retries"] == MAX_RETRIES
-    assert stack.smtp.received_by(to) == []
-    assert stack.worker.alive()
 
 
 @dataclass
@@ -185,28 +147,155 @@ def test_redelivery_after_the_server_accepted_the_mail_does_not_send_it_again(
     # One session per mail, so the session is held at QUIT after the server's 250:
     # the moment between "the mail is out" and "the task is done".
     worker = crash_stack.worker("ledger", SMTP_KEEPALIVE="0")
-    control = control_app(crash_stack.env["CELERY_BROKER_URL"])
-    try:
-        with crash_stack.client() as client:
-            task_id = _post(client, to)
-            wait_for(lambda: stall.waiting == 1, what="the mail to be accepted")
-            assert len(crash_stack.smtp.received_by(to)) == 1
-            # The server's 250 is in, so the SUCCESS is stored with the delivery mark.
-            assert _follow(client, task_id)[-1]["status"] == "SUCCESS"
-            kill_child_running(control, task_id)
-            stall.release.set()
-            final: dict[str, Any] = {}
-
-            # The attempt that was killed runs again, finds the mark and sends nothing.
-            def ran_again() -> bool:
-                status = client.get(f"/task-status/{task_id}").json()
-                assert status["status"] == "SUCCESS", status
-                final.update(status)
-                return bool(status["retries"] == 1)
-
-            wait_for(ran_again, timeout=40, what="the killed attempt to run again")
-    finally:
-        control.close()
-        worker.stop()
+    with crash_stack.client() as client:
+        task_id = _post(client, to)
+        wait_for(lambda: stall.waiting == 1, what="the mail to be accepted")
+        assert len(crash_stack.smtp.received_by(to)) == 1
+        # The server's 250 is in, so the SUCCESS is stored with the delivery mark.
+        assert _follow(client, task_id)[-1]["status"] == "SUCCESS"
+        _kill_node(worker)
+        stall.release.set()
+        # The message comes back past the visibility timeout; the attempt finds the
+        # mark and sends nothing.
+        survivor = crash_stack.worker("after-ledger")
+        try:
+            wait_for(
+                lambda: "was delivered before" in survivor.log(),
+                timeout=VISIBILITY_TIMEOUT + 15,
+                what="the killed attempt to run again",
+            )
+            final = _follow(client, task_id)[-1]
+        finally:
+            survivor.stop()
+    assert final["status"] == "SUCCESS", final
     assert final["result"]["message_id"] == f"<{task_id}@example.org>"
     assert len(crash_stack.smtp.received_by(to)) == 1
+
+
+def _kill_node(worker: Proc) -> None:
+    """SIGKILL the whole node (its process group): a container crash."""
+    os.killpg(worker.popen.pid, signal.SIGKILL)
+    worker.popen.wait()
+
+
+def test_a_node_killed_as_its_wait_is_rung_leaves_the_message_queued(
+    crash_stack: CrashStack,
+) -> None:
+    """The idle wait takes nothing: a node killed the moment a push wakes it leaves the
+    message in its queue, and another node sends it at once."""
+    to = _address("killed-on-wake")
+    doomed = crash_stack.worker("woken", WORKER_FAULT_INJECTION="woken:kill")
+    with crash_stack.client() as client:
+        task_id = _post(client, to)
+        doomed.popen.wait(timeout=10)
+        assert crash_stack.smtp.received_by(to) == []
+        survivor = crash_stack.worker("after-wake")
+        try:
+            final = _follow(client, task_id, timeout=VISIBILITY_TIMEOUT - 2)[-1]
+        finally:
+            survivor.stop()
+    assert final["status"] == "SUCCESS", final
+    assert len(crash_stack.smtp.received_by(to)) == 1
+
+
+def test_a_node_killed_between_taking_a_message_and_running_it_loses_nothing(
+    crash_stack: CrashStack,
+) -> None:
+    """Taken and recorded as unacked in one step: killed right after, the message comes
+    back past the visibility timeout and is sent once."""
+    to = _address("killed-after-fetch")
+    doomed = crash_stack.worker("fetched", WORKER_FAULT_INJECTION="fetched:kill")
+    with crash_stack.client() as client:
+        task_id = _post(client, to)
+        doomed.popen.wait(timeout=10)
+        killed_at = time.monotonic()
+        survivor = crash_stack.worker("after-fetch")
+        try:
+            wait_for(
+                lambda: len(crash_stack.smtp.received_by(to)) == 1,
+                timeout=VISIBILITY_TIMEOUT + 15,
+                what="the message to come back and be sent",
+            )
+            final = _follow(client, task_id)[-1]
+        finally:
+            survivor.stop()
+    assert time.monotonic() - killed_at <= VISIBILITY_TIMEOUT + 15
+    assert final["status"] == "SUCCESS", final
+    assert len(crash_stack.smtp.received_by(to)) == 1
+
+
+def test_a_mail_whose_worker_keeps_dying_fails_after_max_retries(crash_stack: CrashStack) -> None:
+    """Each attempt's node is killed mid-send: after EMAIL_MAX_RETRIES + 1 lost attempts
+    the task fails with the reason, instead of coming back for ever."""
+    to = _address("poison")
+    stall = crash_stack.smtp.stall_at_rcpt(to)
+    # Short limits, so each lost attempt comes back within seconds.
+    quick = {
+        "EMAIL_MAX_RETRIES": "1",
+        "TASK_TIME_LIMIT": "2",
+        "EMAIL_RETRY_MAX_DELAY": "1",
+        "CELERY_VISIBILITY_TIMEOUT": "4",
+    }
+    with crash_stack.client() as client:
+        task_id = _post(client, to)
+        for attempt in range(2):
+            worker = crash_stack.worker(f"poison-{attempt}", **quick)
+            wait_for(lambda: stall.waiting == 1, timeout=30, what=f"attempt {attempt} in flight")
+            _kill_node(worker)
+            wait_for(lambda: stall.waiting == 0, what=f"attempt {attempt} to be gone")
+        last = crash_stack.worker("poison-last", **quick)
+        try:
+            final = _follow(client, task_id, timeout=30)[-1]
+        finally:
+            last.stop()
+    stall.release.set()
+    assert final["status"] == "FAILURE", final
+    assert final["error"]["type"] == "AttemptsLost"
+    assert "lost in 2 attempts" in final["error"]["message"]
+    assert crash_stack.smtp.received_by(to) == []
+
+
+def test_redis_restarting_between_the_relays_250_and_the_record_sends_once(
+    smtp: SmtpSink, log_dir: Path
+) -> None:
+    """The delivery's record is written through a Redis restart, so the mail is not
+    forgotten as sent and never goes out twice."""
+    own_redis = RedisServer(log_dir)
+    env = service_env(own_redis, smtp, db=0)
+    flag = log_dir / f"paused-{uuid.uuid4().hex[:6]}"
+    api, base_url = start_api(env, log_dir, name="restart-api")
+    worker = start_worker(
+        f"restart-{uuid.uuid4().hex[:6]}",
+        {**env, "WORKER_FAULT_INJECTION": f"accepted:pause:{flag}"},
+        log_dir,
+    )
+    to = _address("redis-restart")
+    try:
+        key = env["API_KEYS"].split(",")[0].strip()
+        with httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=15
+        ) as client:
+            task_id = _post(client, to)
+            wait_for(flag.exists, what="the relay's 250, before the record")
+            assert len(smtp.received_by(to)) == 1
+            own_redis.proc.stop()  # SIGTERM: Redis writes its AOF and exits
+            flag.unlink()  # the worker now tries to record the delivery
+            wait_for(
+                lambda: "trying again until the attempt's limit" in worker.log(),
+                what="the record's write to fail and be tried again",
+            )
+            own_redis.start()
+            wait_for(
+                lambda: client.get(f"/task-status/{task_id}").status_code == 200,
+                what="the API to read from Redis again",
+            )
+            final = _follow(client, task_id, timeout=30)[-1]
+        assert final["status"] == "SUCCESS", (final, worker.log()[-3000:])
+        # The mark a redelivered copy would find before sending.
+        assert own_redis.client.exists(f"email-dispatch:delivered:{task_id}")
+        assert len(smtp.received_by(to)) == 1
+    finally:
+        flag.unlink(missing_ok=True)
+        worker.stop()
+        api.stop()
+        own_redis.stop()

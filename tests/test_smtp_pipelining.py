@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import smtplib
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +27,7 @@ BODY = "Hello,\n.\n..two dots\n.leading dot\nbye"
 @pytest.fixture(params=[True, False], ids=["pipelining", "no pipelining"])
 def sink(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
     server = SmtpSink(pipelining=request.param)
-    monkeypatch.setattr(smtp, "_session", smtp._Session())  # no session from another test
+    monkeypatch.setattr(smtp, "_sessions", threading.local())  # no session from another test
     if request.param:
         # The pipelined path must not fall back to smtplib's own dialogue.
         def refuse(*_: Any, **__: Any) -> None:
@@ -53,7 +55,9 @@ def _deliver(sink: SmtpSink, to: list[str], **settings: str) -> smtp.Delivery:
         email, mail_from=config.mail_from, message_id="<t@example.org>", date=datetime.now(UTC)
     )
     seen: list[smtp.Delivery] = []
-    delivery = smtp.deliver(message, email.envelope_recipients(), config, seen.append)
+    delivery = smtp.deliver(
+        message, email.envelope_recipients(), config, seen.append, time.monotonic() + 10
+    )
     assert seen == [delivery]
     return delivery
 

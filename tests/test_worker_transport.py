@@ -1,8 +1,10 @@
-"""The worker's broker transport: kombu's Redis transport with one client per channel,
-so the unacked bookkeeping and the ack of every task reuse it."""
+"""The worker's broker transport: a fetch that pops and records a message in one step,
+an idle wait that takes nothing, and one redis-py client per channel."""
 
 from __future__ import annotations
 
+import threading
+import time
 from queue import Empty
 
 import pytest
@@ -46,9 +48,9 @@ def test_received_and_acked_messages_reuse_one_redis_client(
                 queue.put({"n": n})
                 message = queue.get(timeout=5)  # recorded as unacked (QoS.append)
                 assert message.payload == {"n": n}
-                message.ack()  # QoS.ack, written with the next fetch
+                message.ack()  # QoS.ack
             with pytest.raises(Empty):
-                queue.get(timeout=0.2)  # a fetch finds nothing, writing the last ack
+                queue.get(timeout=0.2)  # a fetch finds nothing, then a wait
             assert len(created) == 1
             assert not redis.Redis(port=redis_server.port, db=DB).hlen("unacked")
 
@@ -111,11 +113,9 @@ def test_unacked_bookkeeping_is_kombus_so_kombu_restores_from_it(
             else:
                 # Popped and recorded by one script, never by BRPOP and a write after it.
                 assert "eval" in commands
-                assert not commands & {"brpop", "evalsha", "multi"}, commands
+                assert not commands & {"brpop", "multi"}, commands
             acked.ack()
             rejected.reject(requeue=False)
-            with pytest.raises(Empty):
-                queue.get(timeout=0.2)  # the next fetch writes the ack
             assert plain.hkeys(hash_) == [kept.delivery_tag.encode()]
             assert plain.zrange(index, 0, -1) == [kept.delivery_tag.encode()]
 
@@ -133,26 +133,50 @@ def test_unacked_bookkeeping_is_kombus_so_kombu_restores_from_it(
         app.close()
 
 
-def test_an_ack_waiting_for_the_next_fetch_is_written_when_the_channel_closes(
+def test_an_idle_channel_waits_without_taking_and_a_push_wakes_it(
     redis_server: RedisServer,
 ) -> None:
-    """A worker that stops right after a task (warm shutdown) leaves no finished message
-    recorded as unacked, which would otherwise come back past the visibility timeout."""
-    app = _worker_app(redis_server.url(DB))
+    """Found empty, the queue is waited on through its doorbell (XREAD), which takes
+    nothing, never by BRPOP; a publisher's push rings it, and the wait ends at once
+    rather than at its one-second timeout."""
+    consumer_app, publisher_app = (
+        _worker_app(redis_server.url(DB)),
+        _worker_app(redis_server.url(DB)),
+    )
     plain = redis.Redis(port=redis_server.port, db=DB)
     try:
-        with app.connection_for_read() as connection:
-            queue = connection.SimpleQueue(QUEUE)
-            queue.put({"n": 0})
+        with (
+            consumer_app.connection_for_read() as consumer,
+            publisher_app.connection_for_write() as publisher,
+        ):
+            queue = consumer.SimpleQueue(QUEUE)
+            plain.config_resetstat()
+            with pytest.raises(Empty):
+                queue.get(timeout=0.3)  # found empty: the channel now waits
+            pushed_at: list[float] = []
+
+            def push() -> None:
+                time.sleep(0.3)
+                pushed_at.append(time.monotonic())
+                publisher.SimpleQueue(QUEUE).put({"n": "late"})
+
+            pusher = threading.Thread(target=push)
+            pusher.start()
             message = queue.get(timeout=5)
-            message.ack()  # kept for the next fetch, which never comes
-            assert plain.hlen("unacked") == 1
-        assert plain.hlen("unacked") == 0
-        assert plain.zcard("unacked_index") == 0
+            woke_after = time.monotonic() - pushed_at[0]
+            pusher.join()
+            assert message.payload == {"n": "late"}
+            assert woke_after < 0.5, woke_after  # rung, not the wait's 1 s timeout
+            commands = {name.removeprefix("cmdstat_") for name in plain.info("commandstats")}
+            assert "xread" in commands
+            assert "brpop" not in commands
+            message.ack()
+            queue.close()
     finally:
         plain.flushdb()
         plain.close()
-        app.close()
+        consumer_app.close()
+        publisher_app.close()
 
 
 def test_a_script_is_loaded_again_after_redis_forgot_it(redis_server: RedisServer) -> None:

@@ -20,14 +20,18 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from api_service.broker_transport import BrokerCommand
+from shared_schemas.broker import DOORBELL_PREFIX
 
 # Where the markers live, in the broker's database beside the queues.
 MARKER_PREFIX = "email-dispatch:published:"
 
-# KEYS: each task's marker. ARGV: for each task its marker's TTL and the number of its
-# commands, and for each command its name, its number of arguments and the arguments.
+# KEYS: each task's marker. ARGV: the doorbell prefix, then for each task its marker's
+# TTL and the number of its commands, and for each command its name, its number of
+# arguments and the arguments. Each queue list pushed to has its doorbell rung once
+# (shared_schemas.broker), so idle workers wake for it.
 _QUEUE_ONCE = """
-local at = 1
+local at = 2
+local rung = {}
 for _, marker in ipairs(KEYS) do
   local fresh = redis.call('SET', marker, '1', 'NX', 'EX', ARGV[at])
   local commands = tonumber(ARGV[at + 1])
@@ -36,9 +40,15 @@ for _, marker in ipairs(KEYS) do
     local name, count = ARGV[at], tonumber(ARGV[at + 1])
     if fresh then
       redis.call(name, unpack(ARGV, at + 2, at + 1 + count))
+      if string.lower(name) == 'lpush' then
+        rung[ARGV[at + 2]] = true
+      end
     end
     at = at + 2 + count
   end
+end
+for queue in pairs(rung) do
+  redis.call('XADD', ARGV[1] .. queue, 'MAXLEN', '1', '*', 'rung', '1')
 end
 return #KEYS
 """
@@ -61,7 +71,7 @@ class PublishOnce:
         and sending it again is safe.
         """
         keys = [marker_key(task_id) for task_id, _, _ in messages]
-        args: list[str | int | bytes] = []
+        args: list[str | int | bytes] = [DOORBELL_PREFIX]
         for _, marker_ttl, commands in messages:
             args += (marker_ttl, len(commands))
             for name, command_args in commands:

@@ -1,42 +1,39 @@
-"""kombu's Redis transport, keeping one redis-py client per channel.
+"""kombu's Redis transport, with a fetch that never holds a message Redis has let go of.
 
-kombu's ``Channel.conn_or_acquire`` builds a new ``redis.Redis`` for every command it
-sends outside the consumer's BRPOP, and with late acks the worker's main process sends
-two per task: the unacked bookkeeping when a message arrives (``QoS.append``) and the
-ack (``QoS.ack``). With redis-py 8 that constructor fills a table of ~200 response
-callbacks each time: measured in a 1 node x 1 process drain of real mails, 215-240
-mails/s at 3,450-3,820 µs of worker CPU a mail with kombu's transport, 280-350 mails/s
-at 2,320-2,940 µs with this one (docs/performance.md). The clients all share the
-channel's connection pool; a ``redis.Redis`` holds no connection of its own and is
-thread-safe, so one per channel serves every command on it.
+kombu's consumer takes a message with ``BRPOP`` and records it as unacked in a second
+command (``QoS.append``). A worker that dies between the two, or whose blocked BRPOP is
+served just as it dies, loses the message: it is in no queue and not in the unacked set.
+This channel does it differently (docs/design.md, "Fetching a message"):
 
-Its QoS also keeps kombu's unacked bookkeeping in one Lua script each for the append and
-the ack, where kombu sends MULTI/ZADD/HSET/EXEC and MULTI/ZREM/HDEL/EXEC: the same
-writes, as atomic, for one command to pack and one reply to parse instead of four. The
-two were a third of the main process's CPU per mail (profiled, docs/performance.md).
+- It *waits* without taking anything: ``XREAD BLOCK`` on its queues' doorbells
+  (shared_schemas.broker), streams every publisher appends to when it pushes a message.
+- It *takes* a message with one Lua script (``_FETCH``) that pops it and records it as
+  unacked, exactly as ``QoS.append`` would, in one atomic step. A queue it finds empty
+  returns the doorbells' last entry ids, and the next wait starts from those, so a push
+  between the look and the wait still wakes it.
 
-While its queues have messages, the consumer fetches with one more script (``_FETCH``)
-instead of BRPOP: it pops a message and records it as unacked in one step, so no
-message is ever popped and not yet recorded (a worker killed there lost it), and it
-carries the acks of the tasks finished since the last fetch. With late acks and
-prefetch 1 that is one round trip per mail where there were three (fetch, record, ack):
-the main process 2,023k -> 1,557k instructions a mail (docs/performance.md).
+A wait ends after ``brpop_timeout`` (1 s) whatever happens, so a message pushed without a
+ring (kombu's own restore of unacked messages) waits a second at most.
 
-kombu's own code does everything else with the keys (restoring unacked messages past
-the visibility timeout, requeueing on shutdown), and all of it when a
-``global_keyprefix`` is set (its prefixing client does not look inside scripts).
+It also keeps one redis-py client per channel: kombu's ``conn_or_acquire`` builds a new
+``redis.Redis`` (and its table of ~200 response callbacks) for every command outside the
+consumer's own connection; with late acks that is every ack. Measured in a drain of real
+mails: 3,450-3,820 µs of worker CPU a mail with kombu's, 2,320-2,940 µs with this one
+(docs/design.md, "Decisions and their numbers"). A ``redis.Redis`` is thread-safe and
+holds no connection of its own, so one per channel serves the pool's threads too.
 
-The API has the same transport for its publishes (api_service.broker_transport); the
-two services share only shared_schemas, so each keeps its own copy of these few lines.
-Used through Celery's ``broker_transport`` setting, which kombu takes over the URL's
-scheme (it still reads host, password, db and the ``ssl_*`` query from the URL), so
-only for ``redis://`` and ``rediss://`` URLs.
+Everything else (acks, restoring unacked messages past the visibility timeout,
+requeueing at shutdown) is kombu's own code, and with a ``global_keyprefix`` (whose
+prefixing client does not look inside scripts) so is the fetch.
+
+The names of kombu's it relies on are checked by tests/test_kombu_internals.py; the
+dependency is pinned below the next minor release in worker_service/pyproject.toml.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -45,48 +42,26 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import loads
 
-from worker_service.lua import run_script
+from shared_schemas.broker import DOORBELL_PREFIX, doorbell_key
+from worker_service import faults
 
 # The URL schemes this transport serves; anything else keeps kombu's choice.
 SCHEMES = ("redis", "rediss")
 # For Celery's broker_transport setting.
 PATH = f"{__name__}:Transport"
 
-
 # KEYS: the unacked index (a sorted set by delivery time), the unacked messages (a hash
-# by delivery tag). ARGV: the delivery time, the tag, the message as kombu stores it.
-_APPEND = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
-"""
-# KEYS: the same. ARGV: the tag.
-_REMOVE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-"""
-
-
-# The consumer's fetch, in place of kombu's BRPOP while its queues have messages.
-# KEYS: the unacked index, the unacked messages, then the queues in BRPOP's order.
-# ARGV: the delivery time, the number of acks due, their tags.
-# First the acks due (the same writes as _REMOVE), then the first message of the first
-# queue holding one, recorded as unacked in the same script: BRPOP hands a message over
-# before kombu records it, so a worker killed in between loses it; popped here it is
-# never out of Redis's keeping. Recorded as kombu's QoS.append records it (the message,
-# its exchange and routing key as a JSON list), read from the message's own properties.
-# A message without them (not kombu's) is returned unrecorded and goes through
-# QoS.append like one from BRPOP. Reply: nil when the queues are empty, else the queue,
-# the message and whether it was recorded.
+# by delivery tag), then the queues in BRPOP's order. ARGV: the delivery time, the
+# doorbell prefix.
+# The first message of the first queue holding one, recorded as unacked in the same
+# step, as kombu's QoS.append records it (the message, its exchange and routing key as
+# a JSON list), read from the message's own properties. A message without them (not
+# kombu's) is returned unrecorded and goes through QoS.append like one from BRPOP.
+# Reply: {queue, message, recorded} or, when every queue is empty, {false, ids}: the
+# last entry id of each queue's doorbell ('0-0' for none yet), to wait from.
 _FETCH = """
-local due = tonumber(ARGV[2])
-for i = 3, 2 + due do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('HDEL', KEYS[2], ARGV[i])
-end
 for q = 3, #KEYS do
   local item = redis.call('RPOP', KEYS[q])
   if item then
@@ -103,97 +78,34 @@ for q = 3, #KEYS do
     return {KEYS[q], item, 1}
   end
 end
-return false
+local ids = {}
+for q = 3, #KEYS do
+  local last = redis.call('XREVRANGE', ARGV[2] .. KEYS[q], '+', '-', 'COUNT', 1)
+  ids[#ids + 1] = last[1] and last[1][1] or '0-0'
+end
+return {false, ids}
 """
 
 
 class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
         if self.channel.take_recorded(delivery_tag):
+            # _FETCH recorded it already: only the in-memory bookkeeping is left.
             virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
             return
-        if self.channel.global_keyprefix:
-            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
-            return
-        delivery = message.delivery_info
-        stored = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
-        with self.channel.conn_or_acquire() as client:
-            run_script(
-                client,
-                _APPEND,
-                [self.unacked_index_key, self.unacked_key],
-                [time(), delivery_tag, stored],
-            )
-        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
-
-    def ack(self, delivery_tag: str) -> None:
-        if self.channel.global_keyprefix:
-            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
-            return
-        if not self.channel.defer_ack(delivery_tag):
-            self._remove(delivery_tag)
-        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if requeue or self.channel.global_keyprefix:
-            super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
-            return
-        self._remove(delivery_tag)
-        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
-
-    def _remove(self, delivery_tag: str) -> None:
-        with self.channel.conn_or_acquire() as client:
-            run_script(client, _REMOVE, [self.unacked_index_key, self.unacked_key], [delivery_tag])
+        super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
 
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
     _shared_client: redis.Redis | None = None
-    # The consumer fetches with _FETCH until it finds the queues empty, then waits with
-    # kombu's BRPOP until that brings a message.
-    _fetching = True
-    # Acks whose Redis writes ride on the next fetch (see defer_ack).
-    _acks_due: list[str]
-    # Acks whose writes are in the fetch on its way.
-    _sending_acks: list[str]
-    # Whether the command on its way is a fetch (else BRPOP).
-    _fetch_sent = False
+    # Where the next wait starts in each doorbell, after a fetch found the queues empty;
+    # None: fetch next.
+    _wait_from: list[bytes] | None = None
+    # The keys of the command on its way: a fetch's queues, or a wait's doorbells.
+    _sent: tuple[str, list[str]] | None = None
     # The tag of the message being delivered that _FETCH already recorded as unacked.
     _recorded: str | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._acks_due = []
-        self._sending_acks = []
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-    def defer_ack(self, delivery_tag: str) -> bool:
-        """Keep an ack's writes for the next fetch, which the event loop sends on its
-        next tick: with late acks every task's ack is followed by a fetch, and one
-        round trip does both. False when no fetch may follow (the channel consumes
-        nothing), when one is already on its way, or with a global_keyprefix: then
-        ack at once.
-
-        Until the writes land, the message counts as unacked in Redis; a worker that
-        dies meanwhile has it redelivered past the visibility timeout, like any
-        message whose ack was lost, and the delivery ledger keeps that from sending
-        it twice (docs/delivery-guarantees.md). The poller flushes what no fetch took
-        on the same tick (Poller), and so does closing the channel.
-        """
-        if self.global_keyprefix or self._in_poll or not self.active_queues:
-            return False
-        self._acks_due.append(delivery_tag)
-        return True
-
-    def flush_acks(self) -> None:
-        if not self._acks_due:
-            return
-        due, self._acks_due = self._acks_due, []
-        try:
-            for tag in due:
-                self.qos._remove(tag)
-        except BaseException:
-            self._acks_due[:0] = due  # the script may not have run; it is idempotent
-            raise
 
     def take_recorded(self, delivery_tag: str) -> bool:
         if self._recorded != delivery_tag:
@@ -202,90 +114,92 @@ class Channel(kombu_redis.Channel):
         return True
 
     def _brpop_start(self, timeout: int | None = None) -> None:
-        if not self._fetching or self.global_keyprefix:
-            self.flush_acks()
+        if self.global_keyprefix:
             super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
             return
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
-            self.flush_acks()
             return
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]  # type: ignore[no-untyped-call]
-        qos = self.qos
-        acks, self._acks_due = self._acks_due, []
-        self._sending_acks = acks
-        self._fetch_sent = True
-        self._in_poll = self.client.connection
+        connection = self.client.connection
+        if self._wait_from is None:
+            qos = self.qos
+            self._sent = ("EVAL", keys)
+            args: list[Any] = ["EVAL", _FETCH, 2 + len(keys), qos.unacked_index_key]
+            args += [qos.unacked_key, *keys, time(), DOORBELL_PREFIX]
+        else:
+            block_ms = int((timeout or self.brpop_timeout) * 1000)
+            self._sent = ("XREAD", keys)
+            args = ["XREAD", "BLOCK", block_ms, "STREAMS"]
+            args += [*(doorbell_key(key) for key in keys), *self._wait_from]
+        self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        self.client.connection.send_command(
-            "EVAL",
-            _FETCH,
-            2 + len(keys),
-            qos.unacked_index_key,
-            qos.unacked_key,
-            *keys,
-            time(),
-            len(acks),
-            *acks,
-        )
+        connection.send_command(*args)
 
     def _brpop_read(self, **options: Any) -> bool:
-        if not self._fetch_sent:
-            found: bool = super()._brpop_read(**options)  # type: ignore[no-untyped-call]
-            self._fetching = True  # BRPOP brought a message: the queues are busy again
-            return found
+        if self._sent is None:
+            return bool(super()._brpop_read(**options))  # type: ignore[no-untyped-call]
+        command, keys = self._sent
         try:
             try:
-                reply = self.client.parse_response(self.client.connection, "EVAL", **options)
-            except BaseException as exc:
-                # The acks' writes may not have run; the next fetch sends them again
-                # (they are idempotent).
-                self._acks_due[:0] = self._sending_acks
-                if isinstance(exc, self.connection_errors):
-                    self.client.connection.disconnect()  # reconnects on the next fetch
+                reply = self.client.parse_response(self.client.connection, command, **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # reconnects on the next fetch
+                self._wait_from = None
                 raise
-            finally:
-                self._sending_acks = []
-            if not reply:
-                self._fetching = False
+            if command == "XREAD":
+                # Rung, or a second went by: look at the queues again.
+                self._wait_from = None
+                if reply:
+                    faults.reached("woken")
                 raise Empty()
-            self._deliver_fetched(*reply)
+            queue_key, item_or_ids = reply[0], reply[1]
+            if not queue_key:
+                ids = item_or_ids
+                self._wait_from = ids if len(ids) == len(keys) else None
+                raise Empty()
+            faults.reached("fetched")
+            self._deliver_fetched(queue_key, item_or_ids, reply[2])
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
-            self._fetch_sent = False
+            self._sent = None
             self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
 
     def _deliver_fetched(self, queue_key: bytes, item: bytes, recorded: int) -> None:
         dest = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]  # type: ignore[no-untyped-call]
         self._queue_cycle.rotate(dest)
         message = loads(bytes_to_str(item))  # type: ignore[no-untyped-call]
-        if not recorded:
-            self.connection._deliver(message, dest)
-            return
-        tag = self._recorded = message["properties"]["delivery_tag"]
-        delivered = False
+        if recorded:
+            self._recorded = message["properties"]["delivery_tag"]
         try:
             self.connection._deliver(message, dest)
-            delivered = True
         finally:
-            if self._recorded is not None:  # QoS.append did not take it
-                self._recorded = None
-                if delivered:  # consumed without acks: nothing to keep
-                    self.qos._remove(tag)
-                # Not delivered: the record stays, and kombu restores the message past
-                # the visibility timeout instead of losing it.
+            # Consumed without acks, QoS.append does not run: the record stays and
+            # kombu restores the message past the visibility timeout (nothing lost).
+            self._recorded = None
 
-    def close(self) -> None:
-        with suppress(*self.connection_errors):
-            self.flush_acks()
-        super().close()  # type: ignore[no-untyped-call]
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's push (a retry's new message, a task this worker sends by name), then
+        the ring of the queue's doorbell, so idle workers wake for it."""
+        super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+        if self.global_keyprefix or kwargs.get("_publish_batch") is not None:
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))  # type: ignore[no-untyped-call]
+        with self.conn_or_acquire() as client:
+            client.xadd(doorbell_key(key), {"rung": 1}, maxlen=1)
 
     @contextmanager
     def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
         if client is not None:
             yield client
             return
+        if self._pool is None and getattr(self.connection, "client", None) is None:
+            # The connection is closed (lost, or shutting down) and kombu can make no
+            # pool: fail as a lost connection does, which kombu and Celery expect
+            # (restoring unacked messages at close, a late ack), not with the
+            # AttributeError kombu's pool property would raise.
+            raise redis.ConnectionError("the broker connection is closed")
         pool = self.pool  # replaced after a fork or a disconnect: follow it
         shared = self._shared_client
         if shared is None or shared.connection_pool is not pool:
@@ -293,19 +207,5 @@ class Channel(kombu_redis.Channel):
         yield shared
 
 
-class Poller(kombu_redis.MultiChannelPoller):
-    def on_poll_start(self) -> None:
-        super().on_poll_start()  # type: ignore[no-untyped-call]
-        # Acks that no fetch took this tick (nothing to fetch: not consuming, or no
-        # credit left) are written now rather than waiting for one.
-        for channel in self._channels:
-            if isinstance(channel, Channel):
-                channel.flush_acks()
-
-
 class Transport(kombu_redis.Transport):
     Channel = Channel
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-        self.cycle = Poller()  # type: ignore[no-untyped-call, assignment]

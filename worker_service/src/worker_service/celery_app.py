@@ -12,6 +12,10 @@ from shared_schemas.tasks import queues, task_routes
 from worker_service import broker_transport
 from worker_service.settings import WorkerSettings
 
+# Mails in flight per node: `celery worker --concurrency` overrides it.
+DEFAULT_CONCURRENCY = 64
+REDIS_SOCKET_TIMEOUT = 5
+
 
 def load_settings() -> WorkerSettings:
     try:
@@ -45,26 +49,29 @@ def make_celery(settings: WorkerSettings) -> Celery:
         # Ack after the task returns, not when it is received: a worker that dies
         # mid-send leaves the message in Redis to be redelivered instead of losing it.
         task_acks_late=True,
-        # A pool child killed mid-task (OOM, segfault) is retried, counted against
-        # the task's max_retries (Celery 5.7), so a mail that kills its process
-        # fails after EMAIL_MAX_RETRIES instead of being requeued forever.
-        task_reject_on_worker_lost=True,
-        task_retry_on_worker_lost=True,
-        # A backstop for an attempt stuck beyond SMTP_TIMEOUT per operation: the child
-        # is killed and the task fails with TimeLimitExceeded. It counts in the
-        # visibility arithmetic (settings). No soft limit: billiard can deliver its
-        # signal twice, and a second one inside Task.retry() turns the retry into a
-        # FAILURE (seen with Celery 5.7 during shutdown).
-        task_time_limit=settings.task_time_limit,
+        # The pool: threads, many per node (docs/design.md, "The worker's pool"). A
+        # mail spends nearly all its time waiting for the relay (two round trips, tens
+        # of ms each to a provider), so a node keeps 64 mails in flight in one process
+        # (~100 MB) where prefork needed a process, ~70 MB, per mail in flight.
+        # Threads cannot be killed, so an attempt is bounded by its own deadline
+        # (TASK_TIME_LIMIT, enforced by worker_service.watchdog), not Celery's
+        # time limits, which this pool does not have.
+        worker_pool="threads",
+        worker_concurrency=DEFAULT_CONCURRENCY,
         # SIGTERM is Celery's warm shutdown: no new tasks, running sends finish (bounded
-        # by SMTP_TIMEOUT per operation and task_time_limit), prefetched messages go
-        # back to the queue. Soft shutdown (REMAP_SIGTERM=SIGQUIT plus
-        # worker_soft_shutdown_timeout) is deliberately not used: measured with Celery
-        # 5.7 and Redis, its cancel left the running task's message unacked until the
-        # visibility timeout, where warm shutdown loses no time. See docs/.
+        # by the attempt's deadline), prefetched messages go back to the queue.
+        # A lost broker connection does not cancel running attempts (threads cannot be
+        # cancelled anyway): they finish, their deliveries recorded through the outage
+        # (persist), and the task's lease keeps a copy of a message restored meanwhile
+        # from sending beside them (task_records).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Celery's Redis result backend waits 120 s on a silent socket by default; the
+        # worker's writes retry within the attempt's deadline instead (persist).
+        redis_socket_timeout=REDIS_SOCKET_TIMEOUT,
+        redis_socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         # With late acks the prefetch count (multiplier x concurrency) includes running
         # messages: a node holds no more than it has processes, so a crash strands
-        # little and long queues spread across nodes. (Throughput cost: docs/performance.md.)
+        # little and long queues spread across nodes.
         worker_prefetch_multiplier=1,
         # Redis redelivers a message not acked within this time to another worker
         # (kombu's Redis transport "visibility timeout"). It must exceed the longest
@@ -80,13 +87,11 @@ def make_celery(settings: WorkerSettings) -> Celery:
             "unacked_mutex_expire": 30,
         },
         result_backend_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
-        # If the broker connection drops, cancel the running late-ack tasks rather
-        # than run them on while their messages are redelivered elsewhere.
-        worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
     )
     if urlsplit(settings.celery_broker_url).scheme in broker_transport.SCHEMES:
-        # One redis-py client per channel instead of one per command (broker_transport).
+        # A fetch that never holds a message Redis has let go of, and one redis-py
+        # client per channel instead of one per command (broker_transport).
         app.conf.broker_transport = broker_transport.PATH
     return app
 

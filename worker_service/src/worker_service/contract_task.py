@@ -1,15 +1,33 @@
-"""A Task base that reports payload validation errors in words."""
+"""The base of every handler: what an attempt does before and after the task's own code.
+
+Before: wait for the sending quota's turn (quota), take the task's lease and mark the
+attempt in its record (task_records), read whether an earlier attempt delivered, and
+set the attempt's deadline. After: end the attempt. And payload validation errors are
+reported in words.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 from celery import Task
+from celery.exceptions import Ignore
 from pydantic import ValidationError
 
+from worker_service import persist, quota
+from worker_service.celery_app import settings
 from worker_service.delivery_ledger import DeliveryLedger
-from worker_service.errors import InvalidPayload
-from worker_service.task_records import begin_attempt
+from worker_service.errors import AttemptsLost, InvalidPayload
+from worker_service.metrics import QUOTA_DEFERRED, QUOTA_WAIT_SECONDS, QUOTA_WAITING
+from worker_service.settings import QUOTA_DEFER_COUNTDOWN
+from worker_service.task_records import Busy, begin_attempt, end_attempt
+
+# A lease outlives the attempt's deadline by this much: after it the attempt still
+# reports (a retry's message, a FAILURE), each bounded by Redis's socket timeout.
+LEASE_MARGIN = 5.0
+# How soon a second copy of a running task looks again (task_records).
+BUSY_COUNTDOWN = 2.0
 
 
 def describe(exc: ValidationError) -> str:
@@ -20,21 +38,64 @@ def describe(exc: ValidationError) -> str:
 
 
 class ContractTask(Task):  # type: ignore[misc]  # celery ships no type hints
-    """The base of every handler: records each attempt before it runs, and reports
-    payload validation errors in words.
-
-    Celery's ``pydantic=True`` raises pydantic's ValidationError, whose args are
-    empty, so the stored FAILURE would carry no message. Re-raise it with the errors."""
-
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         # Before the payload is validated, so a refused payload still shows it started.
-        # The same round trip reads whether an earlier attempt already delivered.
-        self.request.delivered_before = begin_attempt(self, DeliveryLedger.key(task_id))
+        if settings.smtp_rate_limit:
+            self._wait_for_turn()
+        deadline = time.monotonic() + settings.task_time_limit
+        begun = persist.until(
+            deadline,
+            lambda: begin_attempt(
+                self, DeliveryLedger.key(task_id), settings.task_time_limit + LEASE_MARGIN
+            ),
+            f"begin an attempt of {task_id}",
+        )
+        if isinstance(begun, Busy):
+            self.defer(min(begun.seconds_left, BUSY_COUNTDOWN))
+        self.request.lease = begun.token
+        self.request.deadline = deadline
+        self.request.delivered_before = begun.value
+        if begun.lost > self.max_retries:
+            raise AttemptsLost(
+                f"the worker running this task was lost in {begun.lost} attempts in a row "
+                f"(killed, or out of memory); not trying again"
+            )
+
+    def _wait_for_turn(self) -> None:
+        QUOTA_WAITING.inc()
+        try:
+            waited = quota.take_turn(self.backend.client, settings.smtp_rate_limit)
+        finally:
+            QUOTA_WAITING.dec()
+        if waited is None:
+            QUOTA_DEFERRED.inc()
+            self.defer(QUOTA_DEFER_COUNTDOWN)
+        QUOTA_WAIT_SECONDS.observe(waited)
+
+    def defer(self, countdown: float) -> NoReturn:
+        """Put the task back with ``countdown``, as it is: no retry is used up and no
+        state is stored. Its message is acknowledged once the copy is queued."""
+        self.signature_from_request(self.request, countdown=countdown).apply_async()
+        raise Ignore()
+
+    def attempt_deadline(self) -> float:
+        """When this attempt must end (``time.monotonic``)."""
+        deadline: float = self.request.deadline
+        return deadline
+
+    def attempt_lease(self) -> str:
+        """The token of the lease this attempt holds."""
+        lease: str = self.request.lease
+        return lease
 
     def delivered_before(self) -> bytes | None:
         """What the delivery ledger held when this attempt began."""
         raw: bytes | None = getattr(self.request, "delivered_before", None)
         return raw
+
+    def ended(self) -> None:
+        """The attempt was ended elsewhere (the delivery ledger's write)."""
+        self.request.lease = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -48,6 +109,10 @@ class ContractTask(Task):  # type: ignore[misc]  # celery ships no type hints
             if "argument" not in str(exc):
                 raise
             raise InvalidPayload(f"invalid {self.name} arguments: {exc}") from None
+        finally:
+            lease: str | None = getattr(self.request, "lease", None)
+            if lease is not None:
+                end_attempt(self, lease)
 
     def _payload_title(self) -> str:
         from shared_schemas.tasks import TASKS

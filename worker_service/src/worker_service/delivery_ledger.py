@@ -2,16 +2,17 @@
 (after a crash, a lost worker, a requeue on shutdown) does not send its mail again.
 
 The mark is written the moment the server answers 250 to the mail's data, before
-the session is closed and before the task reports back. What remains is the gap
-between that 250 and this write (a few milliseconds): a crash exactly there sends
-the mail once more, with the same Message-ID.
+the session is closed and before the task reports back. If Redis is restarting or
+out of reach then, the write is tried again until the attempt's time limit: a relay's
+250 is not forgotten because Redis blinked. Giving up is loud (an ERROR line and
+``email_dispatch_ledger_write_failures``). What remains is the gap between that 250
+and this write: a worker killed exactly there sends the mail once more, with the same
+Message-ID (docs/delivery-guarantees.md, "The windows that remain").
 
 The same round trip (one Lua script) stores the task's SUCCESS in Celery's result
 store, as Celery's own Redis backend would (its meta, its key, its expiry, its
-PUBLISH), so the task
-does not have Celery store it afterwards (``ignore_result``): Celery's store is two
-more round trips per mail (a GET, so as never to overwrite a SUCCESS, then
-MULTI/SETEX/PUBLISH/EXEC), measured at ~16 % of a mail's time in the pool process.
+PUBLISH), and ends the attempt (task_records), so the task does not have Celery store
+it afterwards (``ignore_result``): Celery's store is two more round trips per mail.
 """
 
 from __future__ import annotations
@@ -22,21 +23,32 @@ import redis
 from celery import Task, states
 from redis.exceptions import RedisError
 
+from shared_schemas import records
 from shared_schemas.email import EmailResult
+from worker_service import persist
 from worker_service.lua import run_script
+from worker_service.metrics import LEDGER_WRITE_FAILURES
+from worker_service.task_records import END_ATTEMPT_LUA, UNFINISHED, lease_key
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "email-dispatch:delivered:"
 
-# KEYS: the task's delivery mark, its result's key. ARGV: the mark, its TTL, the
-# result's meta, its TTL. One command where MULTI/SET/SETEX/PUBLISH/EXEC was five.
-_MARK_DELIVERED = """
+# KEYS: the task's delivery mark, its result's key, its record, its lease. ARGV: the
+# mark, its TTL, the result's meta, its TTL, the record's unfinished field, the lease's
+# token. One command where MULTI/SET/SETEX/PUBLISH/EXEC and the attempt's end were more.
+_MARK_DELIVERED = (
+    """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SETEX', KEYS[2], ARGV[4], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
-return 1
 """
+    + END_ATTEMPT_LUA.replace("KEYS[1]", "KEYS[3]")
+    .replace("KEYS[2]", "KEYS[4]")
+    .replace("ARGV[1]", "ARGV[5]")
+    .replace("ARGV[2]", "ARGV[6]")
+    + "return 1\n"
+)
 
 
 class DeliveryLedger:
@@ -54,8 +66,9 @@ class DeliveryLedger:
     def delivered(raw: bytes | None) -> EmailResult | None:
         return EmailResult.model_validate_json(raw) if raw else None
 
-    def mark_delivered(self, task: Task, result: EmailResult) -> None:
-        """Mark ``task``'s mail as sent and store its SUCCESS with ``result``."""
+    def mark_delivered(self, task: Task, result: EmailResult, lease: str, deadline: float) -> None:
+        """Mark ``task``'s mail as sent, store its SUCCESS with ``result`` and end the
+        attempt holding ``lease``; through Redis errors until ``deadline``."""
         task_id: str = task.request.id
         backend = task.backend
         # Exactly what Celery's trace would store for a task registered with
@@ -68,17 +81,20 @@ class DeliveryLedger:
         )
         meta["task_id"] = task_id
         encoded = backend.encode(meta)
-        meta_key = backend.get_key_for_task(task_id)
+        keys = [self.key(task_id), backend.get_key_for_task(task_id)]
+        keys += [records.record_key(task_id), lease_key(task_id)]
+        args = [result.model_dump_json(), self._ttl, encoded, backend.expires, UNFINISHED, lease]
         try:
-            # The PUBLISH is for AsyncResult.get() waiters.
-            run_script(
-                self._client,
-                _MARK_DELIVERED,
-                [self.key(task_id), meta_key],
-                [result.model_dump_json(), self._ttl, encoded, backend.expires],
+            persist.until(
+                deadline,
+                # The PUBLISH is for AsyncResult.get() waiters.
+                lambda: run_script(self._client, _MARK_DELIVERED, keys, args),
+                f"record that the mail of {task_id} was sent",
             )
         except (RedisError, OSError):
-            # The mail is out; failing the task now would only send it again. Have
-            # Celery store the SUCCESS (with its own retries) so the status is right.
-            log.error("mail for %s was sent but could not be marked as sent", task_id)
-            backend.store_result(task_id, meta["result"], states.SUCCESS, request=task.request)
+            LEDGER_WRITE_FAILURES.inc()
+            log.error(
+                "mail for %s was sent, but Redis could not record it within the attempt's "
+                "limit: if its message is delivered again it will be sent again",
+                task_id,
+            )

@@ -13,3 +13,7 @@ class PermanentDeliveryError(Exception):
 
 class TransientDeliveryError(Exception):
     """The mail could not be handed over this time (4xx, connection or timeout)."""
+
+
+class AttemptsLost(Exception):
+    """The task's attempts kept ending with their worker (killed, out of memory)."""

@@ -1,16 +1,14 @@
-"""Prometheus metrics for the worker, collected across its prefork children.
+"""Prometheus metrics for the worker.
 
-Tasks run in pool child processes, each with its own memory, so plain in-process
-counters would be split across (and lost with) children. prometheus-client's
-multiprocess mode has every process write its samples to files in
-PROMETHEUS_MULTIPROC_DIR; the main process merges them when scraped, on
-WORKER_METRICS_PORT. This module must be imported before prometheus_client is
-anywhere else, so the directory is set before the library picks its storage.
+prometheus-client's multiprocess mode has every process write its samples to files in
+PROMETHEUS_MULTIPROC_DIR, merged when scraped on WORKER_METRICS_PORT. The shipped pool
+is threads, one process, but a worker run with ``--pool prefork`` counts its children's
+tasks the same way. This module must be imported before prometheus_client is anywhere
+else, so the directory is set before the library picks its storage.
 
-Each worker (main process and its children) gets a fresh directory of its own, inside
-PROMETHEUS_MULTIPROC_DIR if that is set, else in the temp directory: two workers sharing
-one would add up each other's samples, and a restarted worker would count on from its
-predecessor's.
+Each worker gets a fresh directory of its own, inside PROMETHEUS_MULTIPROC_DIR if that
+is set, else in the temp directory: two workers sharing one would add up each other's
+samples, and a restarted worker would count on from its predecessor's.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import tempfile
 _base = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.gettempdir()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="email-worker-metrics-", dir=_base)
 
-from prometheus_client import Counter, Histogram  # noqa: E402  (after the directory is set)
+from prometheus_client import Counter, Gauge, Histogram  # noqa: E402  (after the directory is set)
 
 TASKS = Counter(
     "email_dispatch_worker_tasks",
@@ -32,4 +30,23 @@ SMTP_SECONDS = Histogram(
     "email_dispatch_smtp_seconds",
     "Time to hand one mail to the SMTP server (connect to accepted).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+QUOTA_WAIT_SECONDS = Histogram(
+    "email_dispatch_quota_wait_seconds",
+    "Time a mail waited for its turn under SMTP_RATE_LIMIT before it was sent.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUOTA_WAITING = Gauge(
+    "email_dispatch_quota_waiting",
+    "Mails waiting for their turn under SMTP_RATE_LIMIT right now.",
+    multiprocess_mode="livesum",
+)
+QUOTA_DEFERRED = Counter(
+    "email_dispatch_quota_deferred",
+    "Mails put back with a countdown because their turn was more than 10 s away.",
+)
+LEDGER_WRITE_FAILURES = Counter(
+    "email_dispatch_ledger_write_failures",
+    "Mails the relay accepted whose delivery could not be recorded before the attempt's "
+    "limit: a redelivery of one of them would send it again.",
 )

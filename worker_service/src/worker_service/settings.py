@@ -10,6 +10,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared_schemas.settings import CommonSettings
 
+# The quota's bounds (worker_service.quota): the longest a mail waits for its turn in an
+# attempt, and the countdown of one put back because its turn was further away.
+QUOTA_MAX_WAIT = 10.0
+QUOTA_DEFER_COUNTDOWN = 5.0
+
 
 class SmtpSecurity(StrEnum):
     NONE = "none"
@@ -47,9 +52,16 @@ class WorkerSettings(CommonSettings):
         default=60,
         ge=1,
         description=(
-            "Seconds one attempt may run before its process is killed (TimeLimitExceeded). "
-            "Also the longest a SIGTERM'd worker takes to drain."
+            "Seconds one attempt may take, from its start to the delivery's record: past "
+            "it the SMTP exchange is cut off and the mail retried. Also the longest a "
+            "SIGTERM'd worker takes to drain."
         ),
+    )
+    smtp_rate_limit: float = Field(
+        default=0,
+        ge=0,
+        description="Mails per second to the relay across every worker node sharing the "
+        "broker; 0: no limit.",
     )
 
     @field_validator("mail_from")
@@ -67,18 +79,32 @@ class WorkerSettings(CommonSettings):
         description="Port of the worker's Prometheus endpoint; 0 turns it off.",
     )
 
+    @property
+    def longest_hold(self) -> float:
+        """The longest a message stays unacked. With late acks that is from fetch to
+        finish: a retry is a new message with a countdown that the worker holds until it
+        is due, then it may wait for its turn under the quota, then it runs for up to
+        the time limit (docs/delivery-guarantees.md, "The visibility timeout
+        arithmetic")."""
+        if not self.smtp_rate_limit:
+            return self.email_retry_max_delay + self.task_time_limit
+        countdown = max(self.email_retry_max_delay, QUOTA_DEFER_COUNTDOWN)
+        return countdown + QUOTA_MAX_WAIT + self.task_time_limit
+
     @model_validator(mode="after")
     def _visibility_covers_longest_hold(self) -> WorkerSettings:
-        # With late acks a message stays unacknowledged from fetch to finish. A retry
-        # is a new message with a countdown that the worker holds, unacked, until it
-        # is due, and then runs for up to the time limit. Redis must not redeliver it
-        # in that time, or it would run twice.
-        longest_hold = self.email_retry_max_delay + self.task_time_limit
-        if self.celery_visibility_timeout <= longest_hold:
+        # Redis must not redeliver a message while it is held, or it would run twice.
+        if self.celery_visibility_timeout <= self.longest_hold:
+            terms = "EMAIL_RETRY_MAX_DELAY + TASK_TIME_LIMIT"
+            if self.smtp_rate_limit:
+                terms = (
+                    f"max(EMAIL_RETRY_MAX_DELAY, {QUOTA_DEFER_COUNTDOWN:g}) + "
+                    f"{QUOTA_MAX_WAIT:g} (the quota's wait) + TASK_TIME_LIMIT"
+                )
             raise ValueError(
                 f"CELERY_VISIBILITY_TIMEOUT ({self.celery_visibility_timeout}s) must exceed "
-                f"EMAIL_RETRY_MAX_DELAY + TASK_TIME_LIMIT ({longest_hold:g}s), or a task "
-                "waiting for its retry could be delivered twice"
+                f"{terms} ({self.longest_hold:g}s), or a task waiting for its retry could "
+                "be delivered twice"
             )
         return self
 

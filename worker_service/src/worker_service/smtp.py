@@ -7,15 +7,18 @@ import logging
 import re
 import smtplib
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from shared_schemas.email import RejectedRecipient
+from worker_service import faults
 from worker_service.errors import PermanentDeliveryError, TransientDeliveryError
 from worker_service.message import message_bytes
 from worker_service.settings import SmtpSecurity, WorkerSettings
+from worker_service.watchdog import watchdog
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,11 @@ def _reply_text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
-def _connect(settings: WorkerSettings) -> smtplib.SMTP:
-    host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout
+def _connect(settings: WorkerSettings, deadline: float) -> smtplib.SMTP:
+    host, port = settings.smtp_host, settings.smtp_port
+    # The watchdog guards a session's socket once it exists; until then the connect's
+    # own timeout keeps it within the attempt's deadline.
+    timeout = max(min(settings.smtp_timeout, deadline - time.monotonic()), 0.001)
     if settings.smtp_security is SmtpSecurity.TLS:
         client: smtplib.SMTP = smtplib.SMTP_SSL(
             host, port, timeout=timeout, context=ssl.create_default_context()
@@ -63,7 +69,7 @@ class _Session:
         self._client: smtplib.SMTP | None = None
         self._last_used = 0.0
 
-    def acquire(self, settings: WorkerSettings) -> smtplib.SMTP:
+    def acquire(self, settings: WorkerSettings, deadline: float) -> smtplib.SMTP:
         client, idle = self._client, time.monotonic() - self._last_used
         self._client = None
         if client is not None and idle > settings.smtp_keepalive:
@@ -77,7 +83,7 @@ class _Session:
             if not alive:
                 _close(client)
                 client = None
-        return client if client is not None else _connect(settings)
+        return client if client is not None else _connect(settings, deadline)
 
     def release(self, client: smtplib.SMTP, settings: WorkerSettings) -> None:
         if settings.smtp_keepalive > 0:
@@ -93,7 +99,15 @@ def _close(client: smtplib.SMTP) -> None:
         client.close()
 
 
-_session = _Session()
+# One per pool thread: a session carries one mail at a time.
+_sessions = threading.local()
+
+
+def _session() -> _Session:
+    session: _Session | None = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = _Session()
+    return session
 
 
 def deliver(
@@ -101,8 +115,10 @@ def deliver(
     recipients: list[str],
     settings: WorkerSettings,
     on_accepted: Callable[[Delivery], None],
+    deadline: float,
 ) -> Delivery:
-    """Send ``message`` to ``recipients`` (the envelope, Bcc included).
+    """Send ``message`` to ``recipients`` (the envelope, Bcc included), giving up at
+    ``deadline`` (``time.monotonic``): the watchdog then ends the exchange.
 
     ``on_accepted`` runs as soon as the server has accepted the mail, before anything
     else can fail (closing the session, the next mail).
@@ -110,10 +126,13 @@ def deliver(
     """
     delivery: Delivery | None = None
     client: smtplib.SMTP | None = None
+    session = _session()
     try:
-        client = _session.acquire(settings)
-        refused = _send(client, message, settings.sender_address, recipients)
+        client = session.acquire(settings, deadline)
+        with watchdog.guard(deadline, lambda: client.sock if client else None):
+            refused = _send(client, message, settings.sender_address, recipients)
         delivery = _delivery(recipients, refused)
+        faults.reached("accepted")
         on_accepted(delivery)
     except (smtplib.SMTPException, OSError) as exc:
         # After any error the session's state is unknown: start the next one afresh.
@@ -122,12 +141,17 @@ def deliver(
         if delivery is not None:
             log.warning("SMTP session failed after the mail was accepted: %r", exc)
             return delivery
+        if time.monotonic() >= deadline:
+            raise TransientDeliveryError(
+                f"the SMTP exchange did not finish within TASK_TIME_LIMIT "
+                f"({settings.task_time_limit}s): {exc!r}"
+            ) from None
         raise _classified(exc) from None
     except BaseException:
         if client is not None:
             _close(client)
         raise
-    _session.release(client, settings)
+    session.release(client, settings)
     return delivery
 
 

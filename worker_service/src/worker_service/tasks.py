@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
     base=ContractTask,
     pydantic=True,
     max_retries=settings.email_max_retries,
-    # The countdown for a retry after a lost worker (task_retry_on_worker_lost).
     default_retry_delay=settings.email_retry_base_delay,
     # The SUCCESS is stored with the delivery ledger's mark, in the same round trip
     # (delivery_ledger); Celery still stores RETRY and FAILURE.
@@ -43,6 +42,7 @@ def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
     """Deliver one email over SMTP. Celery validates ``email`` against the shared model."""
     task_id: str = self.request.id
     ledger = DeliveryLedger(self.backend.client, self.app.conf.result_expires)
+    deadline = self.attempt_deadline()
     already = ledger.delivered(self.delivered_before())
     if already is not None:
         log.warning("task %s was delivered before; not sending it again", task_id)
@@ -61,12 +61,13 @@ def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
             rejected=delivery.rejected,
             sent_at=datetime.now(UTC),
         )
-        ledger.mark_delivered(self, result)
+        ledger.mark_delivered(self, result, self.attempt_lease(), deadline)
+        self.ended()
         results.append(result)
 
     try:
         with SMTP_SECONDS.time():
-            deliver(message, email.envelope_recipients(), settings, on_accepted)
+            deliver(message, email.envelope_recipients(), settings, on_accepted, deadline)
     except TransientDeliveryError as exc:
         raise _retry_later(self, exc) from None
     return results[0]
