@@ -43,3 +43,15 @@ bench: install
 # The same, tiny and untimed (seconds per phase): checks that it still works.
 bench-smoke: install
 	$(BIN)/python -m bench.run --smoke --out bench/results/smoke
+
+# Only the relay rounds of the benchmark: the shipped worker command against
+# a relay on localhost and one 50 ms away, and SMTP_RATE_LIMIT across three nodes. About
+# two minutes; results in bench/results/relay/.
+.PHONY: bench-relay
+bench-relay: install
+	$(BIN)/python -m bench.run --only relay
+
+# A chaos soak (devtools/chaos.py): ~1,000 mails while nodes are killed and Redis restarts; ≤5 min.
+.PHONY: chaos
+chaos: install
+	$(BIN)/python -m devtools.chaos $(CHAOS_ARGS)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
 import httpx
@@ -52,6 +53,72 @@ def session_cpu_seconds(leader: int) -> float:
             continue
         total += cpu_seconds(int(entry.name), children=int(entry.name) == leader)
     return total
+
+
+def _kib_field(path: str, field: bytes) -> int:
+    """A ``Name:  <n> kB`` line of a /proc file, in bytes; 0 if the process is gone or
+    a zombie (no such line)."""
+    try:
+        with open(path, "rb") as lines:
+            for line in lines:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def sessions_memory(leaders: Collection[int]) -> tuple[int, int, int]:
+    """The memory of every live process in the sessions of ``leaders`` (celery nodes and
+    their pool children): VmRSS summed, PSS summed, and how many processes. Pages a pool
+    child shares with its parent after fork count once per process in the RSS sum, an
+    upper bound of what the node holds; PSS splits each shared page between the
+    processes that map it, so its sum is what they hold."""
+    rss = proportional = processes = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is None or int(fields[3]) not in leaders:
+            continue
+        rss += _kib_field(f"/proc/{entry.name}/status", b"VmRSS:")
+        proportional += _kib_field(f"/proc/{entry.name}/smaps_rollup", b"Pss:")
+        processes += 1
+    return rss, proportional, processes
+
+
+class PeakMemory:
+    """The largest ``sessions_memory`` of some processes while the block runs, sampled
+    every ``interval`` seconds in a thread (one /proc scan a sample)."""
+
+    def __init__(self, procs: Iterable[BaseProc], interval: float = 0.1) -> None:
+        self._leaders = frozenset(proc.pid for proc in procs)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
+        self.rss_bytes = 0  # the largest RSS sum sampled
+        self.pss_bytes = 0  # the largest PSS sum sampled
+        self.processes = 0  # the most processes seen in those sessions at once
+
+    def sample(self) -> None:
+        rss, pss, processes = sessions_memory(self._leaders)
+        self.rss_bytes = max(self.rss_bytes, rss)
+        self.pss_bytes = max(self.pss_bytes, pss)
+        self.processes = max(self.processes, processes)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+    def __enter__(self) -> PeakMemory:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.sample()
 
 
 class Proc(BaseProc):
@@ -120,19 +187,27 @@ def start_uvicorn(name: str, app: str, env: Mapping[str, str], log_dir: Path) ->
 def start_workers(
     app: str,
     names: Iterable[str],
-    concurrency: int,
+    concurrency: int | None,
     env: Mapping[str, str],
     log_dir: Path,
     extra_env: Callable[[str], Mapping[str, str]] | None = None,
 ) -> list[Proc]:
     """Celery nodes (``celery -A <app> worker``, the project's command line), started
-    side by side; returns once every one has logged that it is ready."""
+    side by side; returns once every one has logged that it is ready.
+
+    ``concurrency=None`` is the shipped default: ``celery -A <app> worker`` with no
+    --concurrency, no --pool and nothing else the bench adds for its other drains (no
+    --without-mingle/--without-gossip), only --hostname and --loglevel to tell the
+    nodes' logs apart."""
     procs = []
     for name in names:
         cmd = [str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO"]
-        cmd += ["--concurrency", str(concurrency), "--hostname", f"{name}@%h"]
-        # Start-up only: no mingle (a 1 s exchange with other nodes at start), no gossip.
-        cmd += ["--without-mingle", "--without-gossip"]
+        cmd += ["--hostname", f"{name}@%h"]
+        if concurrency is not None:
+            cmd += ["--concurrency", str(concurrency)]
+            # Start-up only: no mingle (a 1 s exchange with other nodes at start), no
+            # gossip.
+            cmd += ["--without-mingle", "--without-gossip"]
         node_env = {**env, **(extra_env(name) if extra_env else {})}
         procs.append(Proc(name, cmd, node_env, log_dir))
 

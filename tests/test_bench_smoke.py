@@ -74,9 +74,18 @@ def test_bench_smoke_run_reports_every_figure(tmp_path: Path) -> None:
         assert isinstance(figures[key], int | float), f"{key} was not measured: {figures[key]}"
         assert figures[key] >= 0, key
     assert len(result["targets"]) == 8, "one verdict per target of the issue"
+    # The relay rounds (issue #15): the shipped worker command, relay on localhost and
+    # 50 ms away, then three nodes with SMTP_RATE_LIMIT.
+    from bench.report import RELAY_FIGURES
+
+    for key in RELAY_FIGURES:
+        assert isinstance(figures[key], int | float), f"{key} was not measured: {figures[key]}"
+        assert figures[key] > 0, key
+    assert len(result["relay_targets"]) == 4, "one verdict per target of issue #15"
     assert "enqueue req/s: project ÷ baseline" in result["ratios"]
 
     table = (tmp_path / "latest.md").read_text()
     assert "| Figure | Project | Baseline | Floor |" in table
     assert "| Target | Goal | Measured | Holds |" in table
+    assert "| Relay target | Goal | Measured | Holds |" in table
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -95,3 +95,23 @@ def test_a_refused_sender_fails_with_the_reply(sink: SmtpSink) -> None:
         _deliver(sink, ["c@example.com"], mail_from="blocked@example.org")
     assert sink.received_by("c@example.com") == []
     assert _deliver(sink, ["d@example.com"]).accepted == ["d@example.com"]
+
+
+def test_a_relay_that_stalls_is_cut_off_at_the_attempts_deadline(sink: SmtpSink) -> None:
+    """The watchdog ends an exchange at the attempt's deadline, well before the socket's
+    own SMTP_TIMEOUT (30 s here), and the failure is transient: the mail is retried."""
+    to = "stalled@example.com"
+    stall = sink.stall_at_rcpt(to)
+    email = SendEmailRequest.model_validate({"to": to, "subject": "Stalled", "body": "x"})
+    config = _settings(sink).model_copy(update={"smtp_timeout": 30.0, "task_time_limit": 1})
+    message = build_message(
+        email, mail_from=config.mail_from, message_id="<s@example.org>", date=datetime.now(UTC)
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientDeliveryError, match=r"within TASK_TIME_LIMIT \(1s\)"):
+            smtp.deliver(message, [to], config, lambda _: None, started + 1)
+        assert time.monotonic() - started < 3
+    finally:
+        stall.release.set()
+    assert sink.received_by(to) == []
