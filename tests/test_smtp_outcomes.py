@@ -115,3 +115,57 @@ def test_a_stalled_server_times_out_and_the_retry_delivers(stack: Stack) -> None
     assert final["status"] == "SUCCESS", final
     assert final["retries"] >= 1
     assert len(stack.smtp.received_by(to)) == 1
+
+
+def _post_to(client: httpx.Client, to: list[str]) -> str:
+    response = client.post("/send-email", json={"to": to, "subject": f"to {to[0]}", "body": "x"})
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["task_id"]
+    return task_id
+
+
+def test_a_recipient_greylisted_once_gets_the_retry_and_the_others_one_copy(
+    stack: Stack,
+) -> None:
+    """The relay takes the mail for alice and defers carol (450): the task retries for
+    carol alone, with the same Message-ID, and the status shows who got it meanwhile."""
+    alice, carol = _address("alice"), _address("carol")
+    stack.smtp.reply_to_rcpt(carol, "450 4.7.1 Greylisted, try again later")
+    with stack.client() as client:
+        task_id = _post_to(client, [alice, carol])
+        seen = _follow(client, task_id)
+    waiting = [s for s in seen if s["status"] == "RETRY"]
+    assert waiting, seen
+    assert waiting[0]["result"]["accepted"] == [alice], waiting[0]
+    assert [d["address"] for d in waiting[0]["result"]["deferred"]] == [carol]
+    assert waiting[0]["result"]["deferred"][0]["code"] == 450
+    assert "deferred by the relay" in waiting[0]["error"]["message"]
+    final = seen[-1]
+    assert final["status"] == "SUCCESS", final
+    assert final["retries"] == 1
+    assert final["result"]["accepted"] == [alice, carol]
+    assert final["result"]["deferred"] == []
+    assert final["result"]["rejected"] == []
+    to_alice, to_carol = stack.smtp.received_by(alice), stack.smtp.received_by(carol)
+    assert len(to_alice) == 1
+    assert len(to_carol) == 1
+    assert to_carol[0].rcpt_tos == [carol]  # the retry's envelope: carol alone
+    assert to_alice[0].message["Message-ID"] == to_carol[0].message["Message-ID"]
+    assert to_alice[0].message["Date"] == to_carol[0].message["Date"]
+
+
+def test_a_recipient_deferred_until_the_retries_run_out_is_reported_rejected(
+    stack: Stack,
+) -> None:
+    alice, dave = _address("alice"), _address("dave")
+    stack.smtp.reply_to_rcpt(dave, *[f"451 4.3.0 Busy {n}" for n in range(MAX_RETRIES + 1)])
+    with stack.client() as client:
+        final = _follow(client, _post_to(client, [alice, dave]))[-1]
+    assert final["status"] == "SUCCESS", final
+    assert final["result"]["accepted"] == [alice]
+    [rejected] = final["result"]["rejected"]
+    assert rejected["address"] == dave
+    assert rejected["code"] == 451
+    assert f"still deferred after {MAX_RETRIES} retries" in rejected["reason"]
+    assert len(stack.smtp.received_by(alice)) == 1
+    assert stack.smtp.received_by(dave) == []

@@ -15,7 +15,7 @@ import pytest
 
 from shared_schemas.email import SendEmailRequest
 from tests.smtp_sink import REFUSED_PREFIX, SmtpSink
-from worker_service import smtp
+from worker_service import relay_session, smtp
 from worker_service.errors import PermanentDeliveryError, TransientDeliveryError
 from worker_service.message import build_message
 from worker_service.settings import WorkerSettings
@@ -27,7 +27,7 @@ BODY = "Hello,\n.\n..two dots\n.leading dot\nbye"
 @pytest.fixture(params=[True, False], ids=["pipelining", "no pipelining"])
 def sink(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
     server = SmtpSink(pipelining=request.param)
-    monkeypatch.setattr(smtp, "_sessions", threading.local())  # no session from another test
+    monkeypatch.setattr(relay_session, "_sessions", threading.local())  # none from another test
     if request.param:
         # The pipelined path must not fall back to smtplib's own dialogue.
         def refuse(*_: Any, **__: Any) -> None:

@@ -80,6 +80,8 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
         result = _typed_result(task_name, task_id, meta.get("result"))
     elif state in (TaskState.FAILURE, TaskState.RETRY, TaskState.REVOKED):
         error = _error_from(meta.get("result"))
+    if result is None and records.PROGRESS in record:
+        result = _typed_result(task_name, task_id, json.loads(record[records.PROGRESS]))
     finished_at = meta.get("date_done") if state in _FINISHED else None
     return TaskStatus(
         task_id=task_id,

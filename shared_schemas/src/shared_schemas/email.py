@@ -105,6 +105,13 @@ class EmailResult(BaseModel):
     message_id: str = Field(description="The Message-ID header of the sent mail.")
     accepted: list[str] = Field(description="Recipients the SMTP server accepted.")
     rejected: list[RejectedRecipient] = Field(
-        default_factory=list, description="Recipients the SMTP server refused, and why."
+        default_factory=list,
+        description="Recipients the SMTP server refused for good (5xx), or deferred (4xx) "
+        "until the retries ran out, and why.",
+    )
+    deferred: list[RejectedRecipient] = Field(
+        default_factory=list,
+        description="Recipients the SMTP server deferred (4xx) while the mail is retried "
+        "for them alone; empty once the task has finished.",
     )
     sent_at: datetime

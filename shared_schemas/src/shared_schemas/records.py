@@ -18,6 +18,8 @@ SUBMITTED_AT = "submitted_at"
 STARTED_AT = "started_at"
 RETRIES = "retries"
 ATTEMPT = "attempt"  # RUNNING while an attempt runs, WAITING while a retry is due
+# The result so far (the task's result model, as JSON) while some recipients are deferred.
+PROGRESS = "progress"
 
 RUNNING = "running"
 WAITING = "waiting"

@@ -36,7 +36,11 @@ class TaskStatus(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     retries: int = 0
-    result: TaskResult | None = Field(default=None, description="Set when status is SUCCESS.")
+    result: TaskResult | None = Field(
+        default=None,
+        description="Set when status is SUCCESS; before that, while the relay has deferred "
+        "some recipients, what was delivered so far (`deferred` lists the rest).",
+    )
     error: TaskError | None = Field(
         default=None, description="Set on FAILURE, and on RETRY with the error being retried."
     )

@@ -51,6 +51,15 @@ redis.call('PUBLISH', KEYS[2], ARGV[3])
 )
 
 
+# KEYS: the task's delivery mark, its record. ARGV: the result so far, the mark's TTL, the
+# record's progress field.
+_MARK_PROGRESS = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+
 class DeliveryLedger:
     def __init__(self, client: redis.Redis, ttl: int) -> None:
         self._client = client
@@ -65,6 +74,26 @@ class DeliveryLedger:
     @staticmethod
     def delivered(raw: bytes | None) -> EmailResult | None:
         return EmailResult.model_validate_json(raw) if raw else None
+
+    def mark_progress(self, task: Task, result: EmailResult, deadline: float) -> None:
+        """Record that the relay took the mail for some recipients and deferred others:
+        the next attempt sends to the deferred alone, and the status shows both."""
+        task_id: str = task.request.id
+        keys = [self.key(task_id), records.record_key(task_id)]
+        args = [result.model_dump_json(), self._ttl, records.PROGRESS]
+        try:
+            persist.until(
+                deadline,
+                lambda: run_script(self._client, _MARK_PROGRESS, keys, args),
+                f"record which recipients of {task_id} were sent to",
+            )
+        except (RedisError, OSError):
+            LEDGER_WRITE_FAILURES.inc()
+            log.error(
+                "mail for %s was sent to some recipients, but Redis could not record it "
+                "within the attempt's limit: its retry will send to them again",
+                task_id,
+            )
 
     def mark_delivered(self, task: Task, result: EmailResult, lease: str, deadline: float) -> None:
         """Mark ``task``'s mail as sent, store its SUCCESS with ``result`` and end the

@@ -11,6 +11,12 @@ class PermanentDeliveryError(Exception):
     """The SMTP server refused the mail for good (a 5xx reply)."""
 
 
+class RelayMisconfigured(PermanentDeliveryError):
+    """The relay and the worker's SMTP settings do not fit: a certificate that does not
+    verify, TLS where the port speaks plain SMTP (or the reverse), AUTH not offered,
+    credentials refused. Every mail would fail the same way, so it fails at once."""
+
+
 class TransientDeliveryError(Exception):
     """The mail could not be handed over this time (4xx, connection or timeout)."""
 

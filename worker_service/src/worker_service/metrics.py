@@ -50,3 +50,10 @@ LEDGER_WRITE_FAILURES = Counter(
     "Mails the relay accepted whose delivery could not be recorded before the attempt's "
     "limit: a redelivery of one of them would send it again.",
 )
+RELAY_MISCONFIGURED = Counter(
+    "email_dispatch_relay_misconfigured",
+    "Mails failed at once because the relay and the SMTP settings do not fit, by what to "
+    "check: certificate, tls_handshake, starttls_not_offered, auth_not_offered, "
+    "credentials, auth_or_tls_required, smtputf8_not_offered.",
+    ["reason"],
+)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from email.utils import parseaddr
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
 from shared_schemas.settings import CommonSettings
 
@@ -28,6 +30,11 @@ class WorkerSettings(CommonSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_ca_file: FilePath | None = Field(
+        default=None,
+        description="A PEM file of CA certificates trusted for the relay in addition to the "
+        "system's (a company's private CA).",
+    )
     smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds per SMTP operation.")
     smtp_keepalive: float = Field(
         default=30.0,
@@ -107,6 +114,30 @@ class WorkerSettings(CommonSettings):
                 "be delivered twice"
             )
         return self
+
+    @field_validator("smtp_ca_file")
+    @classmethod
+    def _loads_as_pem(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=value)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"SMTP_CA_FILE {value} holds no PEM certificate: {exc}") from None
+        return value
+
+    @cached_property
+    def tls_context(self) -> ssl.SSLContext:
+        """The system's CAs, plus SMTP_CA_FILE's; verification is always on."""
+        context = ssl.create_default_context()
+        if self.smtp_ca_file is not None:
+            context.load_verify_locations(cafile=self.smtp_ca_file)
+        return context
+
+    @cached_property
+    def secrets(self) -> tuple[str, ...]:
+        """Texts that must never reach a status, a log line or a metric (smtp_outcomes)."""
+        password = self.smtp_password.get_secret_value() if self.smtp_password else ""
+        return tuple(secret for secret in (password, self.smtp_username or "") if secret)
 
     @cached_property
     def sender_address(self) -> str:

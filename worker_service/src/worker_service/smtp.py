@@ -6,18 +6,17 @@ import contextlib
 import logging
 import re
 import smtplib
-import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from shared_schemas.email import RejectedRecipient
-from worker_service import faults
-from worker_service.errors import PermanentDeliveryError, TransientDeliveryError
+from worker_service import faults, relay_session
+from worker_service.errors import TransientDeliveryError
 from worker_service.message import message_bytes
-from worker_service.settings import SmtpSecurity, WorkerSettings
+from worker_service.settings import WorkerSettings
+from worker_service.smtp_outcomes import classified, reply_text
 from worker_service.watchdog import watchdog
 
 log = logging.getLogger(__name__)
@@ -25,89 +24,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Delivery:
+    """What the relay did with each recipient of one exchange in which it took the mail."""
+
     accepted: list[str]
-    rejected: list[RejectedRecipient] = field(default_factory=list)
-
-
-def _reply_text(reply: bytes | str) -> str:
-    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-
-
-def _connect(settings: WorkerSettings, deadline: float) -> smtplib.SMTP:
-    host, port = settings.smtp_host, settings.smtp_port
-    # The watchdog guards a session's socket once it exists; until then the connect's
-    # own timeout keeps it within the attempt's deadline.
-    timeout = max(min(settings.smtp_timeout, deadline - time.monotonic()), 0.001)
-    if settings.smtp_security is SmtpSecurity.TLS:
-        client: smtplib.SMTP = smtplib.SMTP_SSL(
-            host, port, timeout=timeout, context=ssl.create_default_context()
-        )
-    else:
-        client = smtplib.SMTP(host, port, timeout=timeout)
-    client.ehlo()
-    if settings.smtp_security is SmtpSecurity.STARTTLS:
-        client.starttls(context=ssl.create_default_context())
-        client.ehlo()
-    if settings.smtp_username:
-        password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
-        client.login(settings.smtp_username, password)
-    return client
-
-
-class _Session:
-    """This process's SMTP session, kept open between mails.
-
-    Connecting, the greeting, EHLO (and TLS and AUTH) cost more than sending a small
-    mail, so a pool process reuses its session. One that sat idle for a while is
-    checked with NOOP first: servers drop idle sessions, and a send must not be the
-    first to find out (it could not tell whether the server took the mail).
-    """
-
-    CHECK_AFTER_IDLE = 1.0
-
-    def __init__(self) -> None:
-        self._client: smtplib.SMTP | None = None
-        self._last_used = 0.0
-
-    def acquire(self, settings: WorkerSettings, deadline: float) -> smtplib.SMTP:
-        client, idle = self._client, time.monotonic() - self._last_used
-        self._client = None
-        if client is not None and idle > settings.smtp_keepalive:
-            _close(client)
-            client = None
-        if client is not None and idle > self.CHECK_AFTER_IDLE:
-            try:
-                alive = client.noop()[0] == 250
-            except (smtplib.SMTPException, OSError):
-                alive = False
-            if not alive:
-                _close(client)
-                client = None
-        return client if client is not None else _connect(settings, deadline)
-
-    def release(self, client: smtplib.SMTP, settings: WorkerSettings) -> None:
-        if settings.smtp_keepalive > 0:
-            self._client, self._last_used = client, time.monotonic()
-        else:
-            _close(client)
-
-
-def _close(client: smtplib.SMTP) -> None:
-    with contextlib.suppress(smtplib.SMTPException, OSError):
-        client.quit()
-    with contextlib.suppress(OSError):
-        client.close()
-
-
-# One per pool thread: a session carries one mail at a time.
-_sessions = threading.local()
-
-
-def _session() -> _Session:
-    session: _Session | None = getattr(_sessions, "session", None)
-    if session is None:
-        session = _sessions.session = _Session()
-    return session
+    rejected: list[RejectedRecipient] = field(default_factory=list)  # 5xx: for good
+    deferred: list[RejectedRecipient] = field(default_factory=list)  # 4xx: try again
 
 
 def deliver(
@@ -120,13 +41,15 @@ def deliver(
     """Send ``message`` to ``recipients`` (the envelope, Bcc included), giving up at
     ``deadline`` (``time.monotonic``): the watchdog then ends the exchange.
 
-    ``on_accepted`` runs as soon as the server has accepted the mail, before anything
-    else can fail (closing the session, the next mail).
-    Raises PermanentDeliveryError (5xx) or TransientDeliveryError (anything else).
+    ``on_accepted`` runs as soon as the server has accepted the mail for at least one
+    recipient, before anything else can fail (closing the session, the next mail).
+    When the mail was not taken, raises what smtp_outcomes makes of the failure:
+    PermanentDeliveryError (RelayMisconfigured among them) or TransientDeliveryError,
+    its text free of the credentials.
     """
     delivery: Delivery | None = None
     client: smtplib.SMTP | None = None
-    session = _session()
+    session = relay_session.session()
     try:
         client = session.acquire(settings, deadline)
         with watchdog.guard(deadline, lambda: client.sock if client else None):
@@ -134,22 +57,24 @@ def deliver(
         delivery = _delivery(recipients, refused)
         faults.reached("accepted")
         on_accepted(delivery)
-    except (smtplib.SMTPException, OSError) as exc:
+    except Exception as exc:
         # After any error the session's state is unknown: start the next one afresh.
         if client is not None:
-            _close(client)
+            relay_session.close(client)
         if delivery is not None:
-            log.warning("SMTP session failed after the mail was accepted: %r", exc)
+            if not isinstance(exc, smtplib.SMTPException | OSError):
+                raise
+            log.warning("SMTP session failed after the mail was accepted: %s", type(exc).__name__)
             return delivery
         if time.monotonic() >= deadline:
             raise TransientDeliveryError(
                 f"the SMTP exchange did not finish within TASK_TIME_LIMIT "
-                f"({settings.task_time_limit}s): {exc!r}"
+                f"({settings.task_time_limit}s)"
             ) from None
-        raise _classified(exc) from None
+        raise classified(exc, settings) from None
     except BaseException:
         if client is not None:
-            _close(client)
+            relay_session.close(client)
         raise
     session.release(client, settings)
     return delivery
@@ -229,27 +154,9 @@ def _abandon(client: smtplib.SMTP, code: int) -> None:
             client.rset()
 
 
-def _classified(exc: Exception) -> Exception:
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        reasons = "; ".join(
-            f"{address}: {code} {_reply_text(reply)}"
-            for address, (code, reply) in exc.recipients.items()
-        )
-        if all(500 <= code < 600 for code, _ in exc.recipients.values()):
-            return PermanentDeliveryError(f"every recipient was refused: {reasons}")
-        return TransientDeliveryError(f"recipients refused: {reasons}")
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = f"SMTP {exc.smtp_code} {_reply_text(exc.smtp_error)}"
-        if 500 <= exc.smtp_code < 600:
-            return PermanentDeliveryError(text)
-        return TransientDeliveryError(text)
-    return TransientDeliveryError(f"SMTP connection failed: {exc!r}")
-
-
 def _delivery(recipients: list[str], refused: dict[str, tuple[int, bytes]]) -> Delivery:
-    rejected = [
-        RejectedRecipient(address=address, code=code, reason=_reply_text(reply))
-        for address, (code, reply) in refused.items()
-    ]
-    accepted = [address for address in recipients if address not in refused]
-    return Delivery(accepted=accepted, rejected=rejected)
+    delivery = Delivery(accepted=[address for address in recipients if address not in refused])
+    for address, (code, reply) in refused.items():
+        refusal = RejectedRecipient(address=address, code=code, reason=reply_text(reply))
+        (delivery.deferred if 400 <= code < 500 else delivery.rejected).append(refusal)
+    return delivery

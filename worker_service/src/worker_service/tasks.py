@@ -9,6 +9,7 @@ from celery import Task, shared_task
 
 from shared_schemas.email import EmailResult, SendEmailRequest
 from shared_schemas.tasks import SEND_EMAIL
+from worker_service import progress
 from worker_service.backoff import retry_delay
 from worker_service.celery_app import settings
 from worker_service.contract_task import ContractTask
@@ -43,34 +44,48 @@ def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
     task_id: str = self.request.id
     ledger = DeliveryLedger(self.backend.client, self.app.conf.result_expires)
     deadline = self.attempt_deadline()
-    already = ledger.delivered(self.delivered_before())
-    if already is not None:
+    prior = ledger.delivered(self.delivered_before())
+    if prior is not None and not prior.deferred:
         log.warning("task %s was delivered before; not sending it again", task_id)
-        return already
+        return prior
 
     message_id = message_id_for(task_id, settings.sender_address)
-    message = build_message(
-        email, mail_from=settings.mail_from, message_id=message_id, date=datetime.now(UTC)
-    )
+    date = prior.sent_at if prior else datetime.now(UTC)
+    message = build_message(email, mail_from=settings.mail_from, message_id=message_id, date=date)
+    last_try = self.request.retries >= self.max_retries
     results: list[EmailResult] = []
 
     def on_accepted(delivery: Delivery) -> None:
-        result = EmailResult(
-            message_id=message_id,
-            accepted=delivery.accepted,
-            rejected=delivery.rejected,
-            sent_at=datetime.now(UTC),
-        )
-        ledger.mark_delivered(self, result, self.attempt_lease(), deadline)
-        self.ended()
+        result = progress.merged(prior, delivery, message_id)
+        if last_try:
+            result = progress.given_up(result, self.request.retries)
+        if result.deferred:
+            ledger.mark_progress(self, result, deadline)
+        else:
+            ledger.mark_delivered(self, result, self.attempt_lease(), deadline)
+            self.ended()
         results.append(result)
 
+    recipients = progress.still_to_send(prior, email.envelope_recipients())
     try:
         with SMTP_SECONDS.time():
-            deliver(message, email.envelope_recipients(), settings, on_accepted, deadline)
+            deliver(message, recipients, settings, on_accepted, deadline)
     except TransientDeliveryError as exc:
+        if last_try and prior is not None and prior.accepted:
+            # Sent to some recipients before: the task succeeded for them.
+            final = progress.given_up(prior, self.request.retries)
+            ledger.mark_delivered(self, final, self.attempt_lease(), deadline)
+            self.ended()
+            return final
         raise _retry_later(self, exc) from None
-    return results[0]
+    result = results[0]
+    if result.deferred:
+        deferred = TransientDeliveryError(
+            f"deferred by the relay: {progress.deferred_reasons(result)}; retried for "
+            "these recipients alone"
+        )
+        raise _retry_later(self, deferred)
+    return result
 
 
 def _retry_later(task: Task, exc: Exception) -> Exception:
