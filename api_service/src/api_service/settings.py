@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from shared_schemas import addresses
 from shared_schemas.settings import CommonSettings
 
 
@@ -35,6 +36,11 @@ class ApiSettings(CommonSettings):
         gt=0,
         description="Seconds an Idempotency-Key is remembered (IDEMPOTENCY_TTL).",
     )
+    allowed_special_use_domains: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated special-use domains whose addresses (their subdomains' "
+        "too) are accepted, e.g. corp.local,home.arpa (ALLOWED_SPECIAL_USE_DOMAINS).",
+    )
     redis_timeout: float = Field(
         default=2.0,
         gt=0,
@@ -59,3 +65,15 @@ class ApiSettings(CommonSettings):
         if not value:
             raise ValueError("set API_KEYS to at least one key (comma-separated)")
         return value
+
+    @field_validator("allowed_special_use_domains", mode="before")
+    @classmethod
+    def _special_use_domains(cls, value: object) -> object:
+        if isinstance(value, str | list | tuple):
+            return addresses.special_use_domains(value)
+        return value
+
+    def allow_special_use_domains(self) -> None:
+        """Let the shared address validation accept ALLOWED_SPECIAL_USE_DOMAINS (once, at
+        start-up: it is process-wide)."""
+        addresses.allow_special_use_domains(self.allowed_special_use_domains)

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared_schemas.addresses import EmailAddress
+from shared_schemas.addresses import EmailAddress, addr_spec
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_LENGTH = 998  # RFC 5322 §2.1.1: a header line may not exceed 998 characters.
@@ -47,7 +47,8 @@ _REQUEST_EXAMPLE: dict[str, JsonValue] = {
 
 
 class SendEmailRequest(BaseModel):
-    """One email to send. Addresses are plain addresses (``user@example.com``)."""
+    """One email to send. An address is ``user@example.com`` or, with a display name,
+    ``Alice <user@example.com>`` (kept for the headers; the envelope takes the address)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -55,7 +56,11 @@ class SendEmailRequest(BaseModel):
         json_schema_extra={"examples": [_REQUEST_EXAMPLE]},
     )
 
-    to: AddressList = Field(min_length=1, description="One address or a list of addresses.")
+    to: AddressList = Field(
+        min_length=1,
+        description="One address or a list of addresses: user@example.com or "
+        "Alice <user@example.com>.",
+    )
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(
         default_factory=list, description="Receives the mail; never appears in its headers."
@@ -79,10 +84,12 @@ class SendEmailRequest(BaseModel):
         return self
 
     def envelope_recipients(self) -> list[str]:
-        """Every recipient once, in order (an address repeated in to/cc/bcc gets one copy)."""
+        """Every recipient's bare address once, in order (an address repeated in
+        to/cc/bcc, with or without a display name, gets one copy)."""
         seen: set[str] = set()
         unique: list[str] = []
-        for address in [*self.to, *self.cc, *self.bcc]:
+        for recipient in [*self.to, *self.cc, *self.bcc]:
+            address = addr_spec(recipient)
             if address.lower() not in seen:
                 seen.add(address.lower())
                 unique.append(address)

@@ -88,6 +88,8 @@ def make_celery(settings: WorkerSettings) -> Celery:
         },
         result_backend_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
         broker_connection_retry_on_startup=True,
+        # Task events from the start (`celery worker -E`): Flower sees a worker's first tasks.
+        worker_send_task_events=True,
     )
     if urlsplit(settings.celery_broker_url).scheme in broker_transport.SCHEMES:
         # A fetch that never holds a message Redis has let go of, and one redis-py
