@@ -20,6 +20,8 @@ from worker_service.celery_app import settings
     # Nobody reads a delivery's result: the receiver got the event, or the metrics and
     # the log say it did not.
     ignore_result=True,
+    # Giving up is expected, and logged by webhook_delivery: no traceback from Celery.
+    throws=(webhook_delivery.WebhookGivenUp,),
 )
 def deliver_webhook(self: Task, event: WebhookDelivery) -> WebhookDeliveryResult:
     """POST one signed event to its owner's endpoint; retried with backoff on failure."""
