@@ -277,3 +277,25 @@ def test_a_removed_endpoint_gets_nothing(hooks: HookStack, receiver: Receiver) -
             what="the pending event to be dropped",
         )
     assert len(receiver.events_for(task_id)) == 1
+
+
+def test_the_webhook_routes_are_documented_with_examples(quiet_api: QuietApi) -> None:
+    with httpx.Client(base_url=quiet_api.base_url) as client:
+        spec = client.get("/openapi.json").json()
+    operations = spec["paths"]["/webhook"]
+    assert set(operations) == {"put", "get", "delete"}
+    for operation in operations.values():
+        assert operation["security"] == [{"HTTPBearer": []}]
+        assert "401" in operation["responses"]
+    put = operations["put"]
+    assert {"200", "201", "422"} <= set(put["responses"])
+    body = put["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/WebhookRegistration"}
+    schemas = spec["components"]["schemas"]
+    assert schemas["WebhookRegistration"]["examples"] == [
+        {"url": "https://hooks.example.com/email-events"}
+    ]
+    [example] = schemas["WebhookEndpoint"]["examples"]
+    assert example["secret"].startswith("whsec_")
+    assert "204" in operations["delete"]["responses"]
+    assert "404" in operations["get"]["responses"]
