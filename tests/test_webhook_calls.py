@@ -3,13 +3,16 @@ and signatures the Standard Webhooks library accepts. Real sockets on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+import trustme
 from standardwebhooks import Webhook
 
 from shared_schemas.webhook_urls import refusal, url_problem
@@ -163,3 +166,30 @@ def test_nothing_listening_is_a_failed_call() -> None:
         f"http://127.0.0.1:{Receiver().port}/", body, headers, timeout=2, allow_private=True
     )
     assert (answer.ok, answer.reason) == (False, "connection refused")
+
+
+def test_tls_is_verified_for_the_host_name_on_the_pinned_address() -> None:
+    """The connection goes to the checked address, and TLS still checks the certificate
+    for the URL's host: a certificate from a CA the system does not trust is refused."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with contextlib.suppress(ssl.SSLError, OSError):
+            context.wrap_socket(conn, server_side=True).close()
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        body, headers = _event()
+        answer = post(f"https://localhost:{port}/", body, headers, timeout=5, allow_private=True)
+        assert not answer.ok
+        assert "TLS certificate not valid" in answer.reason, answer.reason
+    finally:
+        listener.close()
+        thread.join(5)
