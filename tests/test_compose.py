@@ -130,7 +130,9 @@ def _compose_config(env: dict[str, str], *args: str) -> subprocess.CompletedProc
 
 
 @pytest.mark.parametrize(
-    "profile", [[], ["--profile", "monitoring"]], ids=["default", "monitoring"]
+    "profile",
+    [[], ["--profile", "monitoring"], ["--profile", "webhooks"]],
+    ids=["default", "monitoring", "webhooks"],
 )
 def test_compose_cli_accepts_the_file(profile: list[str]) -> None:
     result = _compose_config(SECRETS, *profile)
@@ -150,6 +152,18 @@ def test_flower_runs_only_in_the_monitoring_profile_behind_auth() -> None:
     assert flower.get("profiles") == ["monitoring"]
     assert "FLOWER_BASIC_AUTH" in flower["environment"]
     assert ":?" in flower["environment"]["FLOWER_BASIC_AUTH"], "auth must not default"
+
+
+def test_webhook_worker_runs_only_in_its_profile_on_the_webhooks_queue() -> None:
+    webhooks = _service("webhook-worker")
+    assert webhooks.get("profiles") == ["webhooks"]
+    command = _command("webhook-worker")
+    assert command[: len(WORKER_ENTRY)] == WORKER_ENTRY
+    assert command[command.index("-Q") + 1] == "webhooks"
+    # The default worker serves every queue: no -Q.
+    assert "-Q" not in _command("worker")
+    assert _depends_on("webhook-worker")["redis"] == {"condition": "service_healthy"}
+    assert "ports" not in webhooks
 
 
 def test_worker_can_be_scaled() -> None:

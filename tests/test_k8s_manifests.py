@@ -25,7 +25,7 @@ import yaml
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from api_service.settings import ApiSettings
-from shared_schemas.tasks import EMAIL_QUEUE
+from shared_schemas.tasks import EMAIL_QUEUE, WEBHOOKS_QUEUE, queues
 from worker_service.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ KEDA_API_VERSION = "keda.sh/v1alpha1"
 
 API_DEPLOYMENT = "email-api"
 WORKER_DEPLOYMENT = "email-worker"
+WEBHOOK_DEPLOYMENT = "email-webhook-worker"
 # The contract entry points (README, docker-compose.yml, tests/test_compose.py).
 API_ENTRY = ["uvicorn", "api_service.main:app"]
 WORKER_ENTRY = ["celery", "-A", "worker_service", "worker"]
@@ -615,7 +616,7 @@ def test_deployment_selectors_match_their_pods_and_not_each_other() -> None:
         assert not match.items() <= _pod_labels(other).items(), f"{deployment.label} overlaps"
 
 
-@pytest.mark.parametrize("name", [API_DEPLOYMENT, WORKER_DEPLOYMENT])
+@pytest.mark.parametrize("name", [API_DEPLOYMENT, WORKER_DEPLOYMENT, WEBHOOK_DEPLOYMENT])
 def test_pods_run_unprivileged_with_bounded_resources(name: str) -> None:
     deployment = _one("Deployment", name)
     pod = _pod_spec(deployment)
@@ -675,3 +676,35 @@ def test_worker_liveness_pings_its_own_celery_node() -> None:
     )
     assert window > _int(_pod_spec(worker).get("terminationGracePeriodSeconds"), "grace")
     assert _int(probe.get("timeoutSeconds"), "timeoutSeconds") >= 10
+
+
+def test_webhook_worker_is_a_deployment_of_its_own_queue() -> None:
+    webhooks = _one("Deployment", WEBHOOK_DEPLOYMENT)
+    command = _command(webhooks)
+    assert command[: len(WORKER_ENTRY)] == WORKER_ENTRY, command
+    assert command[command.index("-Q") + 1] == WEBHOOKS_QUEUE
+    assert not {"--concurrency", "-c"} & set(command), command
+    assert "ports" not in _container(webhooks)
+    # Every queue of the contract is served by exactly one Deployment.
+    served = sorted(
+        _command(m)[_command(m).index("-Q") + 1]
+        for m in _resources()
+        if m.kind == "Deployment" and m.name != API_DEPLOYMENT
+    )
+    assert served == queues() == sorted([EMAIL_QUEUE, WEBHOOKS_QUEUE])
+    # Its pods are its own: no other Deployment, the Service or the email PDB takes them.
+    match = _map(_map(_spec(webhooks).get("selector"), "selector").get("matchLabels"), "labels")
+    assert match.items() <= _pod_labels(webhooks).items()
+    for other in (_api(), _worker()):
+        assert not match.items() <= _pod_labels(other).items(), other.label
+        theirs = _map(_map(_spec(other).get("selector"), "selector").get("matchLabels"), "")
+        assert not theirs.items() <= _pod_labels(webhooks).items(), other.label
+    env = _effective_env(webhooks)
+    assert "API_KEYS" not in env
+    assert "SMTP_PASSWORD" not in env, "the webhook worker sends no mail"
+    settings = _WorkerSettingsFromManifest.model_validate(_as_fields(env))
+    assert settings.webhook_allow_private_networks is False
+    api = _ApiSettingsFromManifest.model_validate(_as_fields(_effective_env(_api())))
+    assert api.webhook_allow_private_networks is settings.webhook_allow_private_networks
+    grace = _int(_pod_spec(webhooks).get("terminationGracePeriodSeconds"), "grace period")
+    assert grace > settings.webhook_timeout

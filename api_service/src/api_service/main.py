@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from pydantic import ValidationError
 
-from api_service import logs, openapi_docs, ops_routes, routes
+from api_service import logs, openapi_docs, ops_routes, routes, webhook_routes
 from api_service.auth import KeyRing
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable, install_error_handlers
@@ -25,6 +25,8 @@ from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import SubmissionRecorder
 from api_service.task_store import TaskStore
+from api_service.webhook_store import WebhookStore
+from api_service.webhook_targets import TargetCheck
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.task_store = TaskStore(results)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
+        app.state.webhooks = WebhookStore(results)
+        app.state.webhook_targets = TargetCheck(
+            settings.webhook_allow_private_networks, settings.webhook_timeout
+        )
         producer_app = make_producer_app(settings)
         messages = TaskMessages(producer_app)
         dispatcher = Dispatcher(
@@ -88,6 +94,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     routes.add_routes(app, settings.max_request_bytes)
     openapi_docs.install(app)
     app.include_router(ops_routes.router)
+    app.include_router(webhook_routes.router)
     return app
 
 

@@ -45,6 +45,21 @@ class CommonSettings(BaseSettings):
         default="json", description="json: one JSON object per line; text: for people."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Webhooks: the API checks an endpoint when it is registered, the worker at every
+    # call; both by the same rule (shared_schemas.webhook_urls).
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Let webhook endpoints be on loopback, private and link-local "
+        "addresses (an intranet, tests).",
+    )
+    webhook_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="Seconds one webhook call may take in all (resolving the host, "
+        "connecting, sending, the reply's status line); also the API's wait for the "
+        "host's addresses at registration.",
+    )
 
     @field_validator("celery_broker_url", "celery_result_backend")
     @classmethod

@@ -12,11 +12,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared_schemas.email import EmailResult, SendEmailRequest
+from shared_schemas.webhooks import WebhookDelivery, WebhookDeliveryResult
 
 SEND_EMAIL = "email.send"
+# Sends one signed event to the owner's webhook endpoint. Published by the worker's email
+# handler (by name, like the API publishes email.send), never called directly.
+WEBHOOK_DELIVER = "webhook.deliver"
 
 # Queues: one per kind of work, so each gets its own workers, scaled on its own length.
 EMAIL_QUEUE = "email"
+# Webhook deliveries wait on receivers, not on the relay: their own queue, so a slow or
+# dead receiver never holds up mail, and they can get a deployment of their own.
+WEBHOOKS_QUEUE = "webhooks"
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,13 @@ TASKS: dict[str, TaskContract] = {
         argument="email",
         payload=SendEmailRequest,
         result=EmailResult,
+    ),
+    WEBHOOK_DELIVER: TaskContract(
+        name=WEBHOOK_DELIVER,
+        queue=WEBHOOKS_QUEUE,
+        argument="event",
+        payload=WebhookDelivery,
+        result=WebhookDeliveryResult,
     ),
 }
 

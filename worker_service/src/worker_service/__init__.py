@@ -3,10 +3,10 @@
 # metrics first: it picks prometheus-client's multiprocess storage before anything
 # else imports the library.
 from worker_service import metrics  # noqa: I001
-from worker_service import logs, metrics_server, task_records, tasks
+from worker_service import logs, metrics_server, task_records, tasks, webhook_tasks
 from worker_service.celery_app import app
 from worker_service.presence import Presence
 
 app.steps["worker"].add(Presence)
 
-__all__ = ["app", "logs", "metrics", "metrics_server", "task_records", "tasks"]
+__all__ = ["app", "logs", "metrics", "metrics_server", "task_records", "tasks", "webhook_tasks"]

@@ -57,3 +57,18 @@ RELAY_MISCONFIGURED = Counter(
     "credentials, auth_or_tls_required, smtputf8_not_offered.",
     ["reason"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "email_dispatch_webhook_deliveries",
+    "Calls of webhook endpoints by outcome: delivered (2xx), failed (anything else: the "
+    "event is retried), dropped (the owner removed its endpoint meanwhile).",
+    ["outcome"],
+)
+WEBHOOK_EVENTS_FAILED = Counter(
+    "email_dispatch_webhook_events_failed",
+    "Webhook events given up after WEBHOOK_MAX_AGE of failed calls, by event type.",
+    ["event"],
+)
+WEBHOOK_EVENTS_NOT_QUEUED = Counter(
+    "email_dispatch_webhook_events_not_queued",
+    "Webhook events lost because Redis could not take them when their mail ended.",
+)

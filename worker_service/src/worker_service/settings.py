@@ -79,6 +79,32 @@ class WorkerSettings(CommonSettings):
             raise ValueError("MAIL_FROM must be an address or 'Name <address>'")
         return value
 
+    webhook_retry_base_delay: float = Field(
+        default=10.0, ge=0, description="Seconds before a webhook's first retry; doubles."
+    )
+    webhook_retry_max_delay: float = Field(
+        default=1800.0,
+        ge=1,
+        description="Longest wait between two calls of one webhook event (and never more "
+        "than CELERY_VISIBILITY_TIMEOUT - WEBHOOK_TIMEOUT - 5).",
+    )
+    webhook_max_age: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Seconds after the event that its delivery is given up: it then counts "
+        "in email_dispatch_webhook_events_failed_total.",
+    )
+
+    @property
+    def webhook_longest_wait(self) -> float:
+        """The longest countdown between two calls of an event. A retry's message is held
+        unacked while it waits, so the wait plus the call stays inside the visibility
+        timeout (docs/delivery-guarantees.md, "The visibility timeout arithmetic"). Unlike
+        a mail's, an event's hold is not refused at start-up when the timeout is short: a
+        redelivered event is a duplicate with the same webhook-id, which receivers drop."""
+        room = self.celery_visibility_timeout - self.webhook_timeout - 5
+        return max(1.0, min(self.webhook_retry_max_delay, room))
+
     worker_metrics_port: int = Field(
         default=9808,
         ge=0,

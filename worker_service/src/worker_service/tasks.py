@@ -21,6 +21,7 @@ from worker_service.errors import TransientDeliveryError
 from worker_service.message import build_message, message_id_for
 from worker_service.metrics import SMTP_SECONDS
 from worker_service.smtp import Delivery, deliver
+from worker_service.webhook_events import AnnouncingTask
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def _special_use_domains_as_the_api_decided(**_: Any) -> None:
 @shared_task(
     name=SEND_EMAIL,
     bind=True,
-    base=ContractTask,
+    # Announces each mail's end to its owner's webhook, if any (webhook_events).
+    base=AnnouncingTask,
     pydantic=True,
     max_retries=settings.email_max_retries,
     default_retry_delay=settings.email_retry_base_delay,
