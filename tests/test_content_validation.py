@@ -21,6 +21,7 @@ from api_service.template_rendering import Renderer, compile_problems
 from shared_schemas.content import MAX_ATTACHMENTS, MAX_ATTACHMENTS_BYTES, base64_length
 from shared_schemas.email import SendEmailRequest
 from shared_schemas.templates import StoredTemplate, TemplateBody
+from worker_service.errors import InvalidPayload
 from worker_service.message import build_message, message_bytes
 
 PNG = base64.b64decode(
@@ -373,3 +374,9 @@ def test_put_refuses_a_template_that_does_not_compile() -> None:
         )
         == []
     )
+
+
+def test_the_worker_refuses_an_unrendered_template_payload() -> None:
+    email = SendEmailRequest.model_validate({"to": "a@example.com", "template": {"name": "w"}})
+    with pytest.raises(InvalidPayload, match="render at the API"):
+        build_message(email, mail_from="s@example.org", message_id="<i@x>", date=datetime.now(UTC))
