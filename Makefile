@@ -39,6 +39,7 @@ clean:
 .PHONY: bench bench-smoke
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.content_cost
 
 # The same, tiny and untimed (seconds per phase): checks that it still works.
 bench-smoke: install

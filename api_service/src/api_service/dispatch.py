@@ -115,6 +115,7 @@ class Dispatcher:
         owner: str,
         *,
         known_for: int | None = None,
+        template: BaseModel | None = None,
     ) -> None:
         """Return once the submission is recorded and the broker holds its message.
 
@@ -126,13 +127,20 @@ class Dispatcher:
         Redis stopped answering while the message was being written: it may have been
         queued, and submitting the same id again (``known_for``) settles it. A
         submission without ``known_for`` has its record removed in either case.
+        ``template``: the template the payload was rendered from, for its record.
         """
         contract = TASKS.get(task_name)
         if contract is None:
             raise ValueError(f"{task_name!r} is not a task of shared_schemas")
         if not self._messages.is_open:
             await self.open()
-        submission = Submission(task_name, contract.kwargs(payload), task_id, owner)
+        submission = Submission(
+            task_name,
+            contract.kwargs(payload),
+            task_id,
+            owner,
+            template.model_dump_json() if template is not None else "",
+        )
         loop = asyncio.get_running_loop()
         commands = self._messages.commands_for(submission)
         waiting = _Waiting(submission, commands, known_for, loop.create_future())

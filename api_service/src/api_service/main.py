@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from pydantic import ValidationError
 
-from api_service import logs, openapi_docs, ops_routes, routes, webhook_routes
+from api_service import logs, openapi_docs, ops_routes, routes, routes_templates, webhook_routes
 from api_service.auth import KeyRing
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable, install_error_handlers
@@ -25,6 +25,8 @@ from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import SubmissionRecorder
 from api_service.task_store import TaskStore
+from api_service.template_rendering import Renderer
+from api_service.templates_store import TemplateStore
 from api_service.webhook_store import WebhookStore
 from api_service.webhook_targets import TargetCheck
 
@@ -56,6 +58,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.webhook_targets = TargetCheck(
             settings.webhook_allow_private_networks, settings.webhook_timeout
         )
+        app.state.template_store = TemplateStore(results)
+        app.state.template_renderer = Renderer(app.state.template_store)
         producer_app = make_producer_app(settings)
         messages = TaskMessages(producer_app)
         dispatcher = Dispatcher(
@@ -95,6 +99,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     openapi_docs.install(app)
     app.include_router(ops_routes.router)
     app.include_router(webhook_routes.router)
+    app.include_router(routes_templates.router)
     return app
 
 

@@ -95,6 +95,8 @@ async def send_email(request: Request) -> Response:
     """
     owner = authenticated_caller(request)
     email, idempotency_key = await request_inputs.submission(request)
+    # A named template is rendered here, once; its 422s come before anything changes.
+    prepared = await request.app.state.template_renderer.prepare(owner, email)
     await request.app.state.rate_limiter.check(owner)
     task_id = str(uuid.uuid4())
     dispatcher = _dispatcher(request)
@@ -117,12 +119,21 @@ async def send_email(request: Request) -> Response:
             if not await dispatcher.was_queued(first):
                 # The first submission failed (503) or is still on its way: finish it,
                 # under its id; its message is queued once either way (publish_once).
-                await dispatcher.submit(SEND_EMAIL, email, first, owner, known_for=known_for)
+                await dispatcher.submit(
+                    SEND_EMAIL,
+                    prepared.email,
+                    first,
+                    owner,
+                    known_for=known_for,
+                    template=prepared.template,
+                )
             return _accepted(request, first, replayed=True)
 
     # A 503 keeps the Idempotency-Key: the client's retry with it finishes this
     # submission, under this id, whether or not its message was queued.
-    await dispatcher.submit(SEND_EMAIL, email, task_id, owner, known_for=known_for)
+    await dispatcher.submit(
+        SEND_EMAIL, prepared.email, task_id, owner, known_for=known_for, template=prepared.template
+    )
     # DEBUG: at INFO this line took 8 % of the event loop's CPU per submission
     # (make bench). /metrics counts submissions; the worker logs every task it receives.
     log.debug("queued", extra={"task_id": task_id, "task": SEND_EMAIL})

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from shared_schemas import addresses
+from shared_schemas.content import MAX_ATTACHMENTS_BYTES, base64_length
 from shared_schemas.settings import CommonSettings
 
 
@@ -17,7 +18,8 @@ class ApiSettings(CommonSettings):
         description="Comma-separated bearer keys that may call the API (API_KEYS)."
     )
     max_request_bytes: int = Field(
-        default=2 * 1024 * 1024,
+        # The attachments' decoded limit after base64, and 2 MiB for the rest of the mail.
+        default=base64_length(MAX_ATTACHMENTS_BYTES) + 2 * 1024 * 1024,
         gt=0,
         description="Largest request body accepted; larger ones get 413 (MAX_REQUEST_BYTES).",
     )

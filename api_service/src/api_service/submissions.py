@@ -21,22 +21,27 @@ from shared_schemas import records
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One accepted task: its name, JSON-ready keyword arguments, id and owner."""
+    """One accepted task: its name, JSON-ready keyword arguments, id and owner, and the
+    template it was rendered from as JSON ("" when none)."""
 
     task_name: str
     kwargs: dict[str, Any]
     task_id: str
     owner: str
+    template: str = ""
 
 
 # Every record of a batch in one command, atomically: a MULTI/EXEC of an HSET and an
 # EXPIRE per submission cost ~2.5 times as much client CPU per record
 # (packing and parsing 2n + 2 commands and replies). ARGV: the TTL, the submission time,
-# then the task name and owner of each key in turn.
+# then the task name, owner and template ("" for none) of each key in turn.
 _RECORD_BATCH = f"""
 for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, '{records.TASK}', ARGV[2 * i + 1], '{records.OWNER}', ARGV[2 * i + 2],
+  redis.call('HSET', key, '{records.TASK}', ARGV[3 * i], '{records.OWNER}', ARGV[3 * i + 1],
              '{records.SUBMITTED_AT}', ARGV[2])
+  if ARGV[3 * i + 2] ~= '' then
+    redis.call('HSET', key, '{records.TEMPLATE}', ARGV[3 * i + 2])
+  end
   redis.call('EXPIRE', key, ARGV[1])
 end
 return #KEYS
@@ -58,7 +63,7 @@ class SubmissionRecorder:
         keys = [records.record_key(submission.task_id) for submission in batch]
         args: list[str | int] = [self._result_ttl, datetime.now(UTC).isoformat()]
         for submission in batch:
-            args += (submission.task_name, submission.owner)
+            args += (submission.task_name, submission.owner, submission.template)
         try:
             await self._record_batch(keys=keys, args=args)
         except (RedisError, OSError) as exc:

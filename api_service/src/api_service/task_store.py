@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from api_service.coalesced_reads import CoalescedScript
 from api_service.errors import ContractViolation
 from shared_schemas import records
+from shared_schemas.content import TemplateUsed
 from shared_schemas.status import TaskError, TaskState, TaskStatus
 from shared_schemas.tasks import TASKS
 
@@ -83,6 +84,7 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
     if result is None and records.PROGRESS in record:
         result = _typed_result(task_name, task_id, json.loads(record[records.PROGRESS]))
     finished_at = meta.get("date_done") if state in _FINISHED else None
+    template = record.get(records.TEMPLATE)
     return TaskStatus(
         task_id=task_id,
         task=task_name,
@@ -91,6 +93,7 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
         started_at=record.get(records.STARTED_AT),
         finished_at=finished_at,
         retries=retries,
+        template=TemplateUsed.model_validate_json(template) if template else None,
         result=result,
         error=error,
     )

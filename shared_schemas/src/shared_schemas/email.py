@@ -12,10 +12,13 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared_schemas.addresses import EmailAddress, addr_spec
+from shared_schemas.content import Attachments, Headers, TemplateRef, unused_content_ids
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_LENGTH = 998  # RFC 5322 §2.1.1: a header line may not exceed 998 characters.
@@ -44,6 +47,31 @@ _REQUEST_EXAMPLE: dict[str, JsonValue] = {
     "body": "Thanks for your order.",
     "html": "<p>Thanks for your order.</p>",
 }
+_ATTACHMENTS_EXAMPLE: dict[str, JsonValue] = {
+    "to": ["alice@example.com"],
+    "subject": "Your invoice",
+    "body": "Your invoice is attached.",
+    "html": '<p><img src="cid:logo"> Your invoice is attached.</p>',
+    "attachments": [
+        {"filename": "invoice-2026-11.pdf", "content": "JVBERi0xLjcKJeLjz9MK"},
+        {
+            "filename": "logo.png",
+            "content": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAF"
+            "BQIAX8jx0gAAAABJRU5ErkJggg==",
+            "content_type": "image/png",
+            "content_id": "logo",
+        },
+    ],
+    "headers": {
+        "List-Unsubscribe": "<https://example.com/unsubscribe?u=42>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "X-Campaign": "invoices",
+    },
+}
+_TEMPLATE_EXAMPLE: dict[str, JsonValue] = {
+    "to": ["alice@example.com"],
+    "template": {"name": "welcome", "variables": {"name": "Alice", "plan": "Pro"}},
+}
 
 
 class SendEmailRequest(BaseModel):
@@ -53,7 +81,7 @@ class SendEmailRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         str_strip_whitespace=False,
-        json_schema_extra={"examples": [_REQUEST_EXAMPLE]},
+        json_schema_extra={"examples": [_REQUEST_EXAMPLE, _ATTACHMENTS_EXAMPLE, _TEMPLATE_EXAMPLE]},
     )
 
     to: AddressList = Field(
@@ -66,12 +94,36 @@ class SendEmailRequest(BaseModel):
         default_factory=list, description="Receives the mail; never appears in its headers."
     )
     reply_to: EmailAddress | None = None
-    subject: HeaderText = Field(min_length=1, max_length=MAX_SUBJECT_LENGTH)
-    body: str = Field(max_length=MAX_BODY_CHARS, description="The plain-text part.")
+    subject: HeaderText | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SUBJECT_LENGTH,
+        description="One line. Required, unless a template gives it.",
+    )
+    body: str | None = Field(
+        default=None,
+        max_length=MAX_BODY_CHARS,
+        description="The plain-text part. Required, unless a template gives it.",
+    )
     html: str | None = Field(
         default=None,
         max_length=MAX_BODY_CHARS,
         description="An optional HTML alternative to the plain-text body.",
+    )
+    attachments: Attachments = Field(
+        default_factory=list,
+        description="Files sent with the mail (multipart/mixed); one with a content_id is "
+        "an inline image of the HTML (multipart/related).",
+    )
+    headers: Headers = Field(
+        default_factory=dict,
+        description="Extra headers: X-* names, List-Unsubscribe, List-Unsubscribe-Post, "
+        "In-Reply-To and References. One line each.",
+    )
+    template: TemplateRef | None = Field(
+        default=None,
+        description="A stored template (PUT /templates/{name}) rendered with its variables "
+        "in place of subject, body and html, which must then be absent.",
     )
 
     @model_validator(mode="after")
@@ -81,7 +133,31 @@ class SendEmailRequest(BaseModel):
             raise ValueError(
                 f"at most {MAX_RECIPIENTS} recipients in to, cc and bcc together; got {total}"
             )
+        problems = self._content_problems()
+        if problems:
+            # Raised with each problem's own location (["body", "attachments", 1,
+            # "content_id"]), where a ValueError would be located at the body alone.
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
+
+    def _content_problems(self) -> list[InitErrorDetails]:
+        problems: list[InitErrorDetails] = []
+        if self.template is not None:
+            for field in ("subject", "body", "html"):
+                if getattr(self, field) is not None:
+                    problems.append(
+                        _problem("template_exclusive", "not allowed with a template", (field,))
+                    )
+        else:
+            for field in ("subject", "body"):
+                if getattr(self, field) is None:
+                    problems.append(InitErrorDetails(type="missing", loc=(field,), input=None))
+            if self.attachments:
+                for index, why in unused_content_ids(self.attachments, self.html):
+                    problems.append(
+                        _problem("content_id_unused", why, ("attachments", index, "content_id"))
+                    )
+        return problems
 
     def envelope_recipients(self) -> list[str]:
         """Every recipient's bare address once, in order (an address repeated in
@@ -94,6 +170,12 @@ class SendEmailRequest(BaseModel):
                 seen.add(address.lower())
                 unique.append(address)
         return unique
+
+
+def _problem(kind: str, message: str, loc: tuple[str | int, ...]) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError(kind, "{why}", {"why": message}), loc=loc, input=None
+    )
 
 
 class RejectedRecipient(BaseModel):

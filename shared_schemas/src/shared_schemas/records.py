@@ -20,6 +20,8 @@ RETRIES = "retries"
 ATTEMPT = "attempt"  # RUNNING while an attempt runs, WAITING while a retry is due
 # The result so far (the task's result model, as JSON) while some recipients are deferred.
 PROGRESS = "progress"
+# The template the API rendered the mail from, as JSON (shared_schemas.content.TemplateUsed).
+TEMPLATE = "template"
 
 RUNNING = "running"
 WAITING = "waiting"

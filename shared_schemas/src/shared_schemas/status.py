@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from shared_schemas.content import TemplateUsed
 from shared_schemas.email import EmailResult
 
 
@@ -36,6 +37,10 @@ class TaskStatus(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     retries: int = 0
+    template: TemplateUsed | None = Field(
+        default=None,
+        description="The template and version the mail was rendered from, when it was.",
+    )
     result: TaskResult | None = Field(
         default=None,
         description="Set when status is SUCCESS; before that, while the relay has deferred "
