@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from pydantic import ValidationError
 
-from api_service import logs, openapi_docs, ops_routes, routes
+from api_service import logs, openapi_docs, ops_routes, routes, routes_lifecycle
 from api_service.auth import KeyRing
+from api_service.cancel import Canceller
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable, install_error_handlers
 from api_service.idempotency import IdempotencyKeys
@@ -50,6 +51,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.task_store = TaskStore(results)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
+        app.state.canceller = Canceller(results, broker)  # DELETE /tasks/{id}
         producer_app = make_producer_app(settings)
         messages = TaskMessages(producer_app)
         dispatcher = Dispatcher(
@@ -88,6 +90,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     routes.add_routes(app, settings.max_request_bytes)
     openapi_docs.install(app)
     app.include_router(ops_routes.router)
+    app.include_router(routes_lifecycle.router)  # DELETE /tasks/{id}: cancel
     return app
 
 

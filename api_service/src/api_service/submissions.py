@@ -7,6 +7,7 @@ trip, before it queues their messages.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,23 +22,34 @@ from shared_schemas import records
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One accepted task: its name, JSON-ready keyword arguments, id and owner."""
+    """One accepted task: its name, JSON-ready keyword arguments, id and owner; when it
+    was asked to go out, and whether it waits in the due-time index until then."""
 
     task_name: str
     kwargs: dict[str, Any]
     task_id: str
     owner: str
+    send_at: datetime | None = None
+    scheduled: bool = False
 
 
 # Every record of a batch in one command, atomically: a MULTI/EXEC of an HSET and an
 # EXPIRE per submission cost ~2.5 times as much client CPU per record
-# (packing and parsing 2n + 2 commands and replies). ARGV: the TTL, the submission time,
-# then the task name and owner of each key in turn.
+# (packing and parsing 2n + 2 commands and replies). ARGV: the submission time, then
+# for each key in turn the task name, owner, TTL, send_at ('' for none) and whether it
+# is scheduled ('' for no).
 _RECORD_BATCH = f"""
 for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, '{records.TASK}', ARGV[2 * i + 1], '{records.OWNER}', ARGV[2 * i + 2],
-             '{records.SUBMITTED_AT}', ARGV[2])
-  redis.call('EXPIRE', key, ARGV[1])
+  local at = 5 * i - 3
+  redis.call('HSET', key, '{records.TASK}', ARGV[at], '{records.OWNER}', ARGV[at + 1],
+             '{records.SUBMITTED_AT}', ARGV[1])
+  if ARGV[at + 3] ~= '' then
+    redis.call('HSET', key, '{records.SEND_AT}', ARGV[at + 3])
+  end
+  if ARGV[at + 4] ~= '' then
+    redis.call('HSET', key, '{records.SCHEDULED}', '1')
+  end
+  redis.call('EXPIRE', key, ARGV[at + 2])
 end
 return #KEYS
 """
@@ -56,9 +68,16 @@ class SubmissionRecorder:
         result it describes.
         """
         keys = [records.record_key(submission.task_id) for submission in batch]
-        args: list[str | int] = [self._result_ttl, datetime.now(UTC).isoformat()]
+        now = datetime.now(UTC)
+        args: list[str | int] = [now.isoformat()]
         for submission in batch:
-            args += (submission.task_name, submission.owner)
+            send_at = submission.send_at
+            # A scheduled task's record must outlive its wait, then its result.
+            wait = 0
+            if send_at is not None and submission.scheduled:
+                wait = math.ceil((send_at - now).total_seconds())
+            args += (submission.task_name, submission.owner, self._result_ttl + max(wait, 0))
+            args += (send_at.isoformat() if send_at else "", "1" if submission.scheduled else "")
         try:
             await self._record_batch(keys=keys, args=args)
         except (RedisError, OSError) as exc:

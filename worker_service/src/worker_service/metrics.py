@@ -57,3 +57,8 @@ RELAY_MISCONFIGURED = Counter(
     "credentials, auth_or_tls_required, smtputf8_not_offered.",
     ["reason"],
 )
+SCHEDULED_PROMOTED_LATENESS = Histogram(
+    "email_dispatch_scheduled_promotion_lateness_seconds",
+    "How long after its send_at a scheduled mail was moved onto its queue (Redis's clock).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
+)
