@@ -101,4 +101,6 @@ async def cancel_task(
         ) from None
     if found is None:  # expired in between
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task}")
+    # >>> HOOK(webhooks): the cancel succeeded; enqueue the `email.cancelled` event for
+    # `found` (status REVOKED) here. Only this path: a 404/409 cancelled nothing. <<<
     return found
