@@ -13,6 +13,7 @@ import pytest
 import api_service
 import shared_schemas.tasks
 import worker_service
+from shared_schemas.email import SendEmailRequest
 from shared_schemas.tasks import TASKS
 
 
@@ -84,3 +85,13 @@ def test_the_api_publisher_has_no_result_backend(monkeypatch: pytest.MonkeyPatch
     producer = make_producer_app(ApiSettings(api_keys="k"))
     assert isinstance(producer.backend, DisabledBackend)
     producer.close()
+
+
+def test_send_at_stays_with_the_publisher() -> None:
+    # The API acts on send_at (the due-time index); the message carries the mail alone.
+    email = SendEmailRequest(
+        to=["a@example.com"], subject="s", body="b", send_at="2026-11-22T10:00:00Z"
+    )
+    assert TASKS["email.send"].kwargs(email) == {
+        "email": {"to": ["a@example.com"], "subject": "s", "body": "b"}
+    }

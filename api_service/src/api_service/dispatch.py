@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -30,6 +31,7 @@ from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from api_service import due_index
 from api_service.broker_transport import BrokerCommand
 from api_service.errors import BackendUnavailable, OutcomeUnknown
 from api_service.publish_once import PublishOnce
@@ -134,15 +136,22 @@ class Dispatcher:
             raise ValueError(f"{task_name!r} is not a task of shared_schemas")
         if not self._messages.is_open:
             await self.open()
+        # A payload with a future send_at goes into the due-time index (due_index).
+        send_at: datetime | None = getattr(payload, "send_at", None)
+        scheduled = due_index.is_later(send_at)
         submission = Submission(
             task_name,
             contract.kwargs(payload),
             task_id,
             owner,
+            send_at,
+            scheduled,
             template.model_dump_json() if template is not None else "",
         )
         loop = asyncio.get_running_loop()
         commands = self._messages.commands_for(submission)
+        if send_at is not None and scheduled:
+            commands = due_index.scheduled_commands(task_id, send_at, commands)
         waiting = _Waiting(submission, commands, known_for, loop.create_future())
         self._waiting.append(waiting)
         if self._writer is None:

@@ -13,8 +13,17 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from pydantic import ValidationError
 
-from api_service import logs, openapi_docs, ops_routes, routes, routes_templates, webhook_routes
+from api_service import (
+    logs,
+    openapi_docs,
+    ops_routes,
+    routes,
+    routes_lifecycle,
+    routes_templates,
+    webhook_routes,
+)
 from api_service.auth import KeyRing
+from api_service.cancel import Canceller
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable, install_error_handlers
 from api_service.idempotency import IdempotencyKeys
@@ -60,6 +69,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         )
         app.state.template_store = TemplateStore(results)
         app.state.template_renderer = Renderer(app.state.template_store)
+        app.state.canceller = Canceller(results, broker)  # DELETE /tasks/{id}
         producer_app = make_producer_app(settings)
         messages = TaskMessages(producer_app)
         dispatcher = Dispatcher(
@@ -100,6 +110,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(ops_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(routes_templates.router)
+    app.include_router(routes_lifecycle.router)  # DELETE /tasks/{id}: cancel
     return app
 
 

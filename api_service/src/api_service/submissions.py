@@ -7,6 +7,7 @@ trip, before it queues their messages.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,28 +22,48 @@ from shared_schemas import records
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One accepted task: its name, JSON-ready keyword arguments, id and owner, and the
+    """One accepted task: its name, JSON-ready keyword arguments, id and owner; when it
+    was asked to go out, whether it waits in the due-time index until then, and the
     template it was rendered from as JSON ("" when none)."""
 
     task_name: str
     kwargs: dict[str, Any]
     task_id: str
     owner: str
+    send_at: datetime | None = None
+    scheduled: bool = False
     template: str = ""
+
+    def optional_fields(self) -> list[tuple[str, str]]:
+        """The record's fields that only some submissions have."""
+        fields: list[tuple[str, str]] = []
+        if self.send_at is not None:
+            fields.append((records.SEND_AT, self.send_at.isoformat()))
+        if self.scheduled:
+            fields.append((records.SCHEDULED, "1"))
+        if self.template:
+            fields.append((records.TEMPLATE, self.template))
+        return fields
 
 
 # Every record of a batch in one command, atomically: a MULTI/EXEC of an HSET and an
 # EXPIRE per submission cost ~2.5 times as much client CPU per record
-# (packing and parsing 2n + 2 commands and replies). ARGV: the TTL, the submission time,
-# then the task name, owner and template ("" for none) of each key in turn.
+# (packing and parsing 2n + 2 commands and replies). ARGV: the submission time, then
+# for each key in turn the task name, owner, TTL, and the number of optional fields
+# followed by their names and values.
 _RECORD_BATCH = f"""
-for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, '{records.TASK}', ARGV[3 * i], '{records.OWNER}', ARGV[3 * i + 1],
-             '{records.SUBMITTED_AT}', ARGV[2])
-  if ARGV[3 * i + 2] ~= '' then
-    redis.call('HSET', key, '{records.TEMPLATE}', ARGV[3 * i + 2])
+local at = 2
+for _, key in ipairs(KEYS) do
+  redis.call('HSET', key, '{records.TASK}', ARGV[at], '{records.OWNER}', ARGV[at + 1],
+             '{records.SUBMITTED_AT}', ARGV[1])
+  local ttl = ARGV[at + 2]
+  local optional = tonumber(ARGV[at + 3])
+  at = at + 4
+  for _ = 1, optional do
+    redis.call('HSET', key, ARGV[at], ARGV[at + 1])
+    at = at + 2
   end
-  redis.call('EXPIRE', key, ARGV[1])
+  redis.call('EXPIRE', key, ttl)
 end
 return #KEYS
 """
@@ -61,9 +82,19 @@ class SubmissionRecorder:
         result it describes.
         """
         keys = [records.record_key(submission.task_id) for submission in batch]
-        args: list[str | int] = [self._result_ttl, datetime.now(UTC).isoformat()]
+        now = datetime.now(UTC)
+        args: list[str | int] = [now.isoformat()]
         for submission in batch:
-            args += (submission.task_name, submission.owner, submission.template)
+            send_at = submission.send_at
+            # A scheduled task's record must outlive its wait, then its result.
+            wait = 0
+            if send_at is not None and submission.scheduled:
+                wait = math.ceil((send_at - now).total_seconds())
+            args += (submission.task_name, submission.owner, self._result_ttl + max(wait, 0))
+            optional = submission.optional_fields()
+            args.append(len(optional))
+            for name, value in optional:
+                args += (name, value)
         try:
             await self._record_batch(keys=keys, args=args)
         except (RedisError, OSError) as exc:

@@ -67,6 +67,10 @@ class TaskStore:
             return False
 
 
+# The error type a cancelled task's status shows.
+CANCELLED_ERROR = "Cancelled"
+
+
 def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
     task_name = record[records.TASK]
     raw_state = meta.get("status")
@@ -74,22 +78,31 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
     if state in _NOT_YET_DONE and record.get(records.ATTEMPT) == records.RUNNING:
         # The worker stores no STARTED state of its own; its record says an attempt runs.
         state = TaskState.STARTED
+    elif state is TaskState.PENDING and records.SCHEDULED in record:
+        state = TaskState.SCHEDULED  # in the due-time index (shared_schemas.schedule)
     retries = int(record.get(records.RETRIES, 0))
     result = None
     error = None
-    if state is TaskState.SUCCESS:
+    finished_at = meta.get("date_done") if state in _FINISHED else None
+    if records.CANCELLED in record:
+        # The cancel is the record's (api_service.cancel): no attempt starts after it,
+        # and whatever Celery stored of an earlier one is not the outcome.
+        state = TaskState.REVOKED
+        error = TaskError(type=CANCELLED_ERROR, message=record[records.CANCELLED])
+        finished_at = record.get(records.CANCELLED_AT)
+    elif state is TaskState.SUCCESS:
         result = _typed_result(task_name, task_id, meta.get("result"))
     elif state in (TaskState.FAILURE, TaskState.RETRY, TaskState.REVOKED):
         error = _error_from(meta.get("result"))
     if result is None and records.PROGRESS in record:
         result = _typed_result(task_name, task_id, json.loads(record[records.PROGRESS]))
-    finished_at = meta.get("date_done") if state in _FINISHED else None
     template = record.get(records.TEMPLATE)
     return TaskStatus(
         task_id=task_id,
         task=task_name,
         status=state,
         submitted_at=datetime.fromisoformat(record[records.SUBMITTED_AT]),
+        send_at=record.get(records.SEND_AT),
         started_at=record.get(records.STARTED_AT),
         finished_at=finished_at,
         retries=retries,

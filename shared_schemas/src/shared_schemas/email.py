@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,6 +21,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared_schemas.addresses import EmailAddress, addr_spec
 from shared_schemas.content import Attachments, Headers, TemplateRef, unused_content_ids
+from shared_schemas.schedule import MAX_AHEAD
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_LENGTH = 998  # RFC 5322 §2.1.1: a header line may not exceed 998 characters.
@@ -37,8 +40,37 @@ def _single_line(value: str) -> str:
     return value
 
 
+# RFC 3339's date-time (section 5.6), the offset apart: checked on its own for a
+# precise message. Python's parser alone would also take a number, a date, no seconds.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?")
+_OFFSET = re.compile(r"[Zz]|[+-]\d{2}:\d{2}")
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):  # built in Python, not parsed: AwareDatetime checks it
+        return value
+    if not isinstance(value, str) or not (stamp := _RFC3339.match(value)):
+        raise PydanticCustomError(
+            "rfc3339", "must be an RFC 3339 date-time, e.g. 2026-11-22T10:00:00+01:00"
+        )
+    if not _OFFSET.fullmatch(value[stamp.end() :]):
+        raise PydanticCustomError(
+            "rfc3339_offset", "needs a UTC offset (Z or +hh:mm), e.g. 2026-11-22T10:00:00+01:00"
+        )
+    return value
+
+
+def _within_reach(value: datetime) -> datetime:
+    if value - datetime.now(UTC) > MAX_AHEAD:
+        raise PydanticCustomError(
+            "send_at_too_far", "must be at most {days} days ahead", {"days": MAX_AHEAD.days}
+        )
+    return value
+
+
 AddressList = Annotated[list[EmailAddress], BeforeValidator(_as_list)]
 HeaderText = Annotated[str, AfterValidator(_single_line)]
+SendAt = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_within_reach)]
 
 _REQUEST_EXAMPLE: dict[str, JsonValue] = {
     "to": ["alice@example.com"],
@@ -124,6 +156,12 @@ class SendEmailRequest(BaseModel):
         default=None,
         description="A stored template (PUT /templates/{name}) rendered with its variables "
         "in place of subject, body and html, which must then be absent.",
+    )
+    send_at: SendAt | None = Field(
+        default=None,
+        description="When to send it: an RFC 3339 date-time with a UTC offset, at most "
+        "30 days ahead. Until then the task is SCHEDULED; a time in the past sends it now.",
+        examples=["2026-11-22T10:00:00+01:00"],
     )
 
     @model_validator(mode="after")

@@ -22,6 +22,15 @@ ATTEMPT = "attempt"  # RUNNING while an attempt runs, WAITING while a retry is d
 PROGRESS = "progress"
 # The template the API rendered the mail from, as JSON (shared_schemas.content.TemplateUsed).
 TEMPLATE = "template"
+# Scheduled sending and cancel (docs/design.md, "Scheduling and cancel"). SEND_AT: the
+# submission's send_at, as given (ISO 8601). SCHEDULED: present while the task waits in
+# the due-time index (shared_schemas.schedule); the promoter removes it, and so does an
+# attempt's start. CANCELLED: why the task was cancelled, and CANCELLED_AT when; an
+# attempt never starts once it is set (worker_service.task_records).
+SEND_AT = "send_at"
+SCHEDULED = "scheduled"
+CANCELLED = "cancelled"
+CANCELLED_AT = "cancelled_at"
 
 RUNNING = "running"
 WAITING = "waiting"
@@ -29,6 +38,15 @@ WAITING = "waiting"
 
 def record_key(task_id: str) -> str:
     return f"{KEY_PREFIX}{task_id}"
+
+
+# The lease an attempt holds while it runs (worker_service.task_records); the API's
+# cancel reads it too: a task whose lease is held has an attempt running.
+LEASE_PREFIX = "email-dispatch:lease:"
+
+
+def lease_key(task_id: str) -> str:
+    return f"{LEASE_PREFIX}{task_id}"
 
 
 # Worker presence: each worker node refreshes its key every WORKER_HEARTBEAT seconds,

@@ -12,6 +12,7 @@ from shared_schemas.email import EmailResult
 
 
 class TaskState(StrEnum):
+    SCHEDULED = "SCHEDULED"  # waiting for its send_at
     PENDING = "PENDING"
     STARTED = "STARTED"
     RETRY = "RETRY"
@@ -34,6 +35,9 @@ class TaskStatus(BaseModel):
     task: str = Field(description="The task name, e.g. email.send.")
     status: TaskState
     submitted_at: datetime
+    send_at: datetime | None = Field(
+        default=None, description="When the mail was asked to go out (SCHEDULED until then)."
+    )
     started_at: datetime | None = None
     finished_at: datetime | None = None
     retries: int = 0
@@ -47,5 +51,7 @@ class TaskStatus(BaseModel):
         "some recipients, what was delivered so far (`deferred` lists the rest).",
     )
     error: TaskError | None = Field(
-        default=None, description="Set on FAILURE, and on RETRY with the error being retried."
+        default=None,
+        description="Set on FAILURE, on RETRY with the error being retried, and on "
+        "REVOKED (type Cancelled, with the reason).",
     )

@@ -36,12 +36,19 @@ class TaskContract:
     argument: str
     payload: type[BaseModel]
     result: type[BaseModel]
+    # Payload fields the publisher acts on and the handler never needs (``send_at``: the
+    # task is published when it is due): left out of the message, so a worker that
+    # predates one still takes the message.
+    publisher_only: frozenset[str] = frozenset()
 
     def kwargs(self, payload: BaseModel) -> dict[str, Any]:
         """The JSON-ready keyword arguments a publisher sends for ``payload``."""
         if not isinstance(payload, self.payload):
             raise TypeError(f"{self.name} takes {self.payload.__name__}, not {type(payload)}")
-        return {self.argument: payload.model_dump(mode="json", exclude_defaults=True)}
+        dumped = payload.model_dump(
+            mode="json", exclude_defaults=True, exclude=set(self.publisher_only)
+        )
+        return {self.argument: dumped}
 
 
 TASKS: dict[str, TaskContract] = {
@@ -51,6 +58,7 @@ TASKS: dict[str, TaskContract] = {
         argument="email",
         payload=SendEmailRequest,
         result=EmailResult,
+        publisher_only=frozenset({"send_at"}),
     ),
     WEBHOOK_DELIVER: TaskContract(
         name=WEBHOOK_DELIVER,

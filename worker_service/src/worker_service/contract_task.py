@@ -2,26 +2,30 @@
 
 Before: wait for the sending quota's turn (quota), take the task's lease and mark the
 attempt in its record (task_records), read whether an earlier attempt delivered, and
-set the attempt's deadline. After: end the attempt. And payload validation errors are
-reported in words.
+set the attempt's deadline; or end a cancelled task there, unsent. After: end the
+attempt. And payload validation errors are reported in words.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Ignore
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
-from worker_service import persist, quota
+from worker_service import faults, persist, quota
 from worker_service.celery_app import settings
 from worker_service.delivery_ledger import DeliveryLedger
 from worker_service.errors import AttemptsLost, InvalidPayload
 from worker_service.metrics import QUOTA_DEFERRED, QUOTA_WAIT_SECONDS, QUOTA_WAITING
 from worker_service.settings import QUOTA_DEFER_COUNTDOWN
-from worker_service.task_records import Busy, begin_attempt, end_attempt
+from worker_service.task_records import Busy, Cancelled, begin_attempt, end_attempt
+
+log = logging.getLogger(__name__)
 
 # A lease outlives the attempt's deadline by this much: after it the attempt still
 # reports (a retry's message, a FAILURE), each bounded by Redis's socket timeout.
@@ -39,6 +43,7 @@ def describe(exc: ValidationError) -> str:
 
 class ContractTask(Task):  # type: ignore[misc]  # celery ships no type hints
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        faults.reached("before_start")
         # Before the payload is validated, so a refused payload still shows it started.
         if settings.smtp_rate_limit:
             self._wait_for_turn()
@@ -50,6 +55,8 @@ class ContractTask(Task):  # type: ignore[misc]  # celery ships no type hints
             ),
             f"begin an attempt of {task_id}",
         )
+        if isinstance(begun, Cancelled):
+            self.end_cancelled(task_id, begun.reason)
         if isinstance(begun, Busy):
             self.defer(min(begun.seconds_left, BUSY_COUNTDOWN))
         self.request.lease = begun.token
@@ -71,6 +78,17 @@ class ContractTask(Task):  # type: ignore[misc]  # celery ships no type hints
             QUOTA_DEFERRED.inc()
             self.defer(QUOTA_DEFER_COUNTDOWN)
         QUOTA_WAIT_SECONDS.observe(waited)
+
+    def end_cancelled(self, task_id: str, reason: str) -> NoReturn:
+        """End a cancelled task without sending it: Celery's REVOKED state for its tools
+        (the API reports the cancel from the task's record), then ``Ignore``, which
+        acknowledges the message."""
+        log.info("task %s was cancelled; not sending it", task_id)
+        try:
+            self.backend.mark_as_revoked(task_id, reason, request=self.request)
+        except (RedisError, OSError):
+            log.warning("could not store REVOKED for %s", task_id, exc_info=True)
+        raise Ignore()
 
     def defer(self, countdown: float) -> NoReturn:
         """Put the task back with ``countdown``, as it is: no retry is used up and no

@@ -8,6 +8,8 @@ deployment, ``reached`` is one comparison. The points:
 - ``woken``: an idle worker's wait was ended by a doorbell, before the queues are
   looked at;
 - ``fetched``: a message has been taken and recorded as unacked, before Celery has it;
+- ``before_start``: Celery runs the task, before its attempt begins (a cancel then
+  still wins);
 - ``accepted``: the SMTP server has answered 250 to the mail's data, before the
   delivery ledger is written.
 """

@@ -72,3 +72,8 @@ WEBHOOK_EVENTS_NOT_QUEUED = Counter(
     "email_dispatch_webhook_events_not_queued",
     "Webhook events lost because Redis could not take them when their mail ended.",
 )
+SCHEDULED_PROMOTED_LATENESS = Histogram(
+    "email_dispatch_scheduled_promotion_lateness_seconds",
+    "How long after its send_at a scheduled mail was moved onto its queue (Redis's clock).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
+)

@@ -11,6 +11,10 @@ while the first still ran, after a broker connection was lost) finds the lease t
 and waits its turn instead of sending beside it (docs/design.md, "One attempt at a
 time"). The record also counts attempts begun and not yet ended: an attempt whose
 worker died never ends, so the next one knows how many were lost.
+
+An attempt never begins once the record says the task was cancelled: the API's cancel
+is one script on the same record (api_service.cancel), so of a cancel and an attempt's
+start, whichever runs first wins (docs/design.md, "Scheduling and cancel").
 """
 
 from __future__ import annotations
@@ -31,21 +35,27 @@ from worker_service.lua import run_script
 
 log = logging.getLogger(__name__)
 
-LEASE_PREFIX = "email-dispatch:lease:"
 # A record field: attempts begun and not ended.
 UNFINISHED = "unfinished"
 
 # KEYS: the record, the key to read, the lease. ARGV: the record's field names for the
 # start time, the retries, the attempt and the unfinished count, then the start time,
-# the retries, the attempt's state, the record's TTL, the lease's token and its TTL (ms).
-# Reply: {0, the lease's ms left} when another attempt holds it, else {1, the number of
-# unfinished attempts counting this one, the value read}.
+# the retries, the attempt's state, the record's TTL, the lease's token and its TTL (ms),
+# then the field names for the cancel's reason and for "scheduled".
+# Reply: {2, the reason} when the task was cancelled; {0, the lease's ms left} when
+# another attempt holds it, else {1, the number of unfinished attempts counting this
+# one, the value read}.
 _BEGIN_ATTEMPT = """
+local cancelled = redis.call('HGET', KEYS[1], ARGV[11])
+if cancelled then
+  return {2, cancelled}
+end
 if not redis.call('SET', KEYS[3], ARGV[9], 'NX', 'PX', ARGV[10]) then
   return {0, redis.call('PTTL', KEYS[3])}
 end
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[5])
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[6], ARGV[3], ARGV[7])
+redis.call('HDEL', KEYS[1], ARGV[12])
 local unfinished = redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 return {1, unfinished, redis.call('GET', KEYS[2])}
@@ -62,8 +72,7 @@ end
 _END_ATTEMPT = END_ATTEMPT_LUA + "return 1\n"
 
 
-def lease_key(task_id: str) -> str:
-    return f"{LEASE_PREFIX}{task_id}"
+lease_key = records.lease_key
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,17 @@ class Busy:
     seconds_left: float
 
 
-def begin_attempt(task: Task, read_key: str, lease_seconds: float) -> Begun | Busy:
+@dataclass(frozen=True)
+class Cancelled:
+    """The task was cancelled (``reason``): no attempt may begin."""
+
+    reason: str
+
+
+def begin_attempt(task: Task, read_key: str, lease_seconds: float) -> Begun | Busy | Cancelled:
     """Take the task's lease, mark the running attempt in its record and read
-    ``read_key``, in one round trip (atomic, as a Lua script). Redis errors propagate."""
+    ``read_key``, in one round trip (atomic, as a Lua script), unless the task was
+    cancelled. Redis errors propagate."""
     request = task.request
     conf = task.app.conf
     client: redis.Redis = task.backend.client
@@ -108,8 +125,13 @@ def begin_attempt(task: Task, read_key: str, lease_seconds: float) -> Begun | Bu
             ttl,
             token,
             int(lease_seconds * 1000),
+            records.CANCELLED,
+            records.SCHEDULED,
         ],
     )
+    if reply[0] == 2:
+        reason = reply[1]
+        return Cancelled(reason.decode() if isinstance(reason, bytes) else str(reason))
     if not reply[0]:
         return Busy(max(int(reply[1]), 0) / 1000)
     value: bytes | None = reply[2] if len(reply) > 2 else None
