@@ -17,6 +17,8 @@ from fastapi import Request, Response
 
 from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack
 
+pytestmark = pytest.mark.integration
+
 VALID: dict[str, Any] = {"to": "alice@example.com", "subject": "Hi", "body": "Hello"}
 
 
