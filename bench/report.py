@@ -579,65 +579,37 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The chart: one panel per comparison, bars of figures (matplotlib's defaults).
-_PANELS: list[tuple[str, dict[str, str]]] = [
+# The chart: a panel per comparison, a bar per figure, labelled with its key in
+# latest.json (matplotlib's defaults otherwise).
+_PANELS = [
     (
         "Enqueue at 64 connections, req/s",
-        {
-            "baseline": _B + "enqueue_rps",
-            "project": _P + "enqueue_rps",
-            "floor": _F + "enqueue_rps",
-            "constant endpoint": _F + "constant_rps",
-        },
+        "baseline.enqueue_rps project.enqueue_rps floor.enqueue_rps floor.constant_rps",
     ),
     (
-        "Latency under the enqueue load, ms",
-        {
-            "baseline p99": _B + "enqueue_p99_ms",
-            "project p99": _P + "enqueue_p99_ms",
-            "constant endpoint p99": _F + "constant_p99_ms",
-            "baseline /healthz p99": _B + "healthz_p99_ms",
-            "project /healthz p99": _P + "healthz_p99_ms",
-        },
+        "p99 under the enqueue load, ms",
+        "baseline.enqueue_p99_ms project.enqueue_p99_ms floor.constant_p99_ms "
+        "baseline.healthz_p99_ms project.healthz_p99_ms",
     ),
     (
         "Status reads at 64 connections, req/s",
-        {
-            "baseline": _B + "status_rps",
-            "project": _P + "status_rps",
-            "constant endpoint": _F + "constant_rps",
-        },
+        "baseline.status_rps project.status_rps floor.constant_rps",
     ),
     (
         "Drain, tasks/s (project: real SMTP; baseline: no-op)",
-        {
-            "baseline, 1 node, 1 process": _B + "noop_drain_per_s",
-            "project, 1 node, 1 process": _P + "drain_1x1_per_s",
-            "project, 2 nodes, 1 process each": _P + "drain_2x1_per_s",
-            "project, 1 node, 2 processes": _P + "drain_1x2_per_s",
-        },
+        "baseline.noop_drain_per_s project.drain_1x1_per_s project.drain_2x1_per_s "
+        "project.drain_1x2_per_s",
     ),
     (
-        "End to end, POST → SUCCESS at low load, ms",
-        {
-            "baseline p50": _B + "e2e_p50_ms",
-            "project p50": _P + "e2e_p50_ms",
-            "baseline p99": _B + "e2e_p99_ms",
-            "project p99": _P + "e2e_p99_ms",
-        },
+        "End to end, POST to SUCCESS at low load, ms",
+        "baseline.e2e_p50_ms project.e2e_p50_ms baseline.e2e_p99_ms project.e2e_p99_ms",
     ),
     (
         "CPU per request or task, µs",
-        {
-            "bare send_task": _F + "send_task_cpu_us",
-            "constant endpoint": _F + "constant_cpu_us_per_request",
-            "baseline enqueue": _B + "enqueue_cpu_us_per_request",
-            "project enqueue": _P + "enqueue_cpu_us_per_request",
-            "baseline status": _B + "status_cpu_us_per_request",
-            "project status": _P + "status_cpu_us_per_request",
-            "baseline no-op task": _B + "noop_cpu_us_per_task",
-            "project mail": _P + "drain_1x1_cpu_us_per_task",
-        },
+        "floor.send_task_cpu_us floor.constant_cpu_us_per_request "
+        "baseline.enqueue_cpu_us_per_request project.enqueue_cpu_us_per_request "
+        "baseline.status_cpu_us_per_request project.status_cpu_us_per_request "
+        "baseline.noop_cpu_us_per_task project.drain_1x1_cpu_us_per_task",
     ),
 ]
 
@@ -653,9 +625,9 @@ def chart(result: dict[str, Any], path: Path) -> None:
     figure.suptitle(
         f"make bench: {meta['mode']} run, {meta['finished_at']}, {meta['machine']['nproc']} CPUs"
     )
-    for ax, (title, bars) in zip(figure.subplots(2, 3).flat, _PANELS, strict=True):
-        values = [fig.get(key) or 0.0 for key in bars.values()]
-        ax.bar_label(ax.barh(list(bars), values), fmt=_fmt)
+    for ax, (title, keys) in zip(figure.subplots(2, 3).flat, _PANELS, strict=True):
+        bars = keys.split()
+        ax.bar_label(ax.barh(bars, [fig.get(key) or 0.0 for key in bars]), fmt=_fmt)
         ax.invert_yaxis()  # the first bar on top
         ax.margins(x=0.15)  # room for the labels
         ax.set_title(title)
