@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint unit integration clean
+.PHONY: install run test test-fast lint unit integration clean
 
 install: $(STAMP)
 
@@ -30,12 +30,18 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# ruff and the tests that start no process (pytest -m "not integration"): under 30 s.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -m "not integration"
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # The benchmark (bench/run.py): the project against a tutorial-style baseline and the
-# floors, on this machine, with k6 as the load generator. A few minutes; results in
-# bench/results/ (git-ignored), described in docs/performance.md.
+# floors, on this machine, with k6 as the load generator. About 10 minutes; results in
+# bench/results/ (git-ignored).
 .PHONY: bench bench-smoke
 bench: install
 	$(BIN)/python -m bench.run

@@ -606,7 +606,6 @@ class Bench:
         base_url: str,
         nodes: int,
         processes: int,
-        worker_app: str = "worker_service",
         sink: SmtpSink | None = None,
     ) -> None:
         """N mails queued through the API, then the workers started; the clock runs from
@@ -620,7 +619,7 @@ class Bench:
         sink.reset()
         names = [f"drain{topology}-{i}" for i in range(nodes)]
         workers = start_workers(
-            worker_app, names, processes, self.project_env(sink), self.logs, self.metrics_dir
+            "worker_service", names, processes, self.project_env(sink), self.logs, self.metrics_dir
         )
         with self.running(workers):
             cpu0 = sum(w.cpu() for w in workers)

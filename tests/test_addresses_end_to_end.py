@@ -7,10 +7,13 @@ from __future__ import annotations
 from email.message import EmailMessage
 
 import httpx
+import pytest
 
 from tests.conftest import API_KEY, Stack
 from tests.procs import start_api
 from tests.test_end_to_end import unique_subject, wait_until_finished
+
+pytestmark = pytest.mark.integration
 
 
 def _names(message: EmailMessage, header: str) -> list[tuple[str, str]]:

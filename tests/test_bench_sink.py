@@ -17,6 +17,8 @@ from bench.latency_proxy import LatencyProxy
 from bench.smtp_sink import SmtpSink
 from devtools.procs import wait_for
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def sink() -> Iterator[SmtpSink]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The figures the benchmark issue asks for, by the keys bench/results/latest.json uses.
@@ -50,7 +52,6 @@ FIGURES = [
 ]
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_bench_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     done = subprocess.run(

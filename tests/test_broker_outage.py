@@ -20,6 +20,8 @@ from tests.procs import Proc, RedisServer, start_api, start_worker
 from tests.smtp_sink import SmtpSink
 from tests.test_end_to_end import wait_until_finished
 
+pytestmark = pytest.mark.integration
+
 
 @dataclass
 class OutageStack:

@@ -7,9 +7,12 @@ import uuid
 from collections import Counter
 
 import httpx
+import pytest
 
 from tests.conftest import API_KEY, Stack
 from tests.procs import wait_for
+
+pytestmark = pytest.mark.integration
 
 BURST = 120
 

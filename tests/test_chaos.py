@@ -15,8 +15,9 @@ import pytest
 
 from devtools.chaos import ChaosConfig, explain, format_report, run_chaos
 
+pytestmark = pytest.mark.integration
 
-@pytest.mark.integration
+
 @pytest.mark.timeout(170)
 def test_chaos_soak_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
     config = ChaosConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -12,6 +13,8 @@ from api_service.coalesced_reads import CoalescedScript
 from api_service.errors import BackendUnavailable
 from devtools.procs import free_port
 from tests.procs import RedisServer
+
+pytestmark = pytest.mark.integration
 
 DB = 10
 _GET_BOTH = "return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}"

@@ -24,6 +24,8 @@ import yaml
 from tests.procs import BIN, Proc, RedisServer, free_port, start_worker, wait_for
 from tests.smtp_sink import SmtpSink
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 

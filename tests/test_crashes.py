@@ -28,6 +28,8 @@ from tests.procs import Proc, RedisServer, start_api, start_worker, wait_for
 from tests.smtp_sink import SmtpSink
 from tests.test_smtp_outcomes import _address, _follow, _post
 
+pytestmark = pytest.mark.integration
+
 CRASH_DB = 3
 
 

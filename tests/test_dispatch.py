@@ -21,6 +21,8 @@ from shared_schemas.email import SendEmailRequest
 from shared_schemas.tasks import SEND_EMAIL
 from tests.procs import RedisServer
 
+pytestmark = pytest.mark.integration
+
 EMAIL = SendEmailRequest.model_validate({"to": "a@example.com", "subject": "s", "body": "b"})
 DB = 11
 QUEUE = "dispatch-test"

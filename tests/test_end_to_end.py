@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
 import redis
 from celery import Celery
 from celery.result import AsyncResult
@@ -14,6 +15,8 @@ from celery.result import AsyncResult
 from tests.conftest import MAIL_FROM, Stack
 from tests.procs import wait_for
 from tests.smtp_sink import REFUSED_PREFIX
+
+pytestmark = pytest.mark.integration
 
 
 def unique_subject(label: str) -> str:

@@ -17,6 +17,8 @@ from tests.procs import RedisServer, start_api, start_worker
 from tests.smtp_sink import SmtpSink
 from tests.test_end_to_end import wait_until_finished
 
+pytestmark = pytest.mark.integration
+
 UNCERTAIN_DB = 12
 
 

@@ -113,7 +113,9 @@ def _random_requests(count: int) -> list[dict[str, Any]]:
 def test_the_wire_bytes_are_the_standard_librarys() -> None:
     date = datetime(2026, 12, 2, 6, 30, tzinfo=UTC)
     checked = 0
-    for n, request in enumerate(_random_requests(1500)):
+    # 300 mails meet every subject, body and sender many times over; more found nothing
+    # new and cost ~15 s of `make test-fast` on the 2-core machine.
+    for n, request in enumerate(_random_requests(300)):
         try:
             email = SendEmailRequest.model_validate(request)
         except ValidationError:
@@ -125,7 +127,7 @@ def test_the_wire_bytes_are_the_standard_librarys() -> None:
             _stdlib_wire(expected)
         ), request
         checked += 1
-    assert checked > 1000
+    assert checked > 200
 
 
 @pytest.mark.parametrize(

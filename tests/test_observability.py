@@ -8,10 +8,13 @@ import re
 import uuid
 
 import httpx
+import pytest
 
 from tests.conftest import API_KEY, Stack
 from tests.procs import wait_for
 from tests.test_end_to_end import wait_until_finished
+
+pytestmark = pytest.mark.integration
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

@@ -29,6 +29,8 @@ from tests.broker_tls import assert_rediss_keeps_verified_tls
 from tests.lossy_proxy import lossy_proxy
 from tests.procs import RedisServer
 
+pytestmark = pytest.mark.integration
+
 DB = 9
 EMAIL = SendEmailRequest.model_validate({"to": "a@example.com", "subject": "s", "body": "b"})
 

@@ -16,6 +16,8 @@ from tests.procs import Proc, RedisServer, free_port, start_api, start_worker, w
 from tests.smtp_sink import SmtpSink
 from tests.test_end_to_end import wait_until_finished
 
+pytestmark = pytest.mark.integration
+
 QUOTA_DB = 6
 RATE = 20
 MAILS = 160

@@ -18,6 +18,8 @@ from fastapi import Request, Response
 from api_service.settings import ApiSettings
 from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack
 
+pytestmark = pytest.mark.integration
+
 # MAX_REQUEST_BYTES is not set for these APIs: its default holds (the attachments' limit).
 DEFAULT_MAX_REQUEST_BYTES: int = ApiSettings.model_fields["max_request_bytes"].default
 VALID: dict[str, Any] = {"to": "alice@example.com", "subject": "Hi", "body": "Hello"}

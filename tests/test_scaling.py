@@ -13,6 +13,8 @@ from tests.conftest import API_KEY, service_env
 from tests.procs import Proc, RedisServer, start_api, start_worker, wait_for
 from tests.smtp_sink import SmtpSink
 
+pytestmark = pytest.mark.integration
+
 SCALE_DB = 4
 MAILS = 40
 

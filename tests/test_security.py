@@ -24,6 +24,8 @@ from tests.procs import RedisServer, free_port, start_api, start_worker, wait_fo
 from tests.smtp_sink import RecordingHandler, SmtpSink
 from tests.test_end_to_end import unique_subject, wait_until_finished
 
+pytestmark = pytest.mark.integration
+
 
 class _Unpickled:
     """Unpickling this creates a directory: proof that a worker ran pickle data."""

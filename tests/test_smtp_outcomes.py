@@ -6,9 +6,12 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import MAX_RETRIES, Stack
 from tests.procs import wait_for
+
+pytestmark = pytest.mark.integration
 
 
 def _address(label: str) -> str:

@@ -29,6 +29,8 @@ from worker_service.message import build_message
 from worker_service.metrics import RELAY_MISCONFIGURED
 from worker_service.settings import WorkerSettings
 
+pytestmark = pytest.mark.integration
+
 USER = "intl@example.com"
 PASSWORD = "pässwörd-Ünïcode"
 
@@ -180,7 +182,6 @@ def test_a_non_ascii_password_logs_in() -> None:
 SECRET_DB = 13
 
 
-@pytest.mark.integration
 def test_a_refused_non_ascii_password_leaves_no_trace_in_status_redis_or_logs(
     redis_server: RedisServer, smtp: SmtpSink, log_dir: Path
 ) -> None:

@@ -13,6 +13,8 @@ from tests.conftest import API_KEY, Stack
 from tests.faults import forge_submission
 from tests.test_end_to_end import unique_subject, wait_until_finished
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def producer(stack: Stack) -> Iterator[Celery]:

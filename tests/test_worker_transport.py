@@ -18,6 +18,8 @@ from worker_service.celery_app import make_celery
 from worker_service.lua import run_script
 from worker_service.settings import WorkerSettings
 
+pytestmark = pytest.mark.integration
+
 DB = 10
 QUEUE = "transport-test"
 

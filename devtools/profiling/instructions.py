@@ -1,9 +1,10 @@
-"""``python -m bench.instructions``: instructions per request and per mail, under callgrind.
+"""``python -m devtools.profiling.instructions``: instructions per request and per mail,
+under callgrind.
 
-The machine's speed drifts by 20-100 % between minutes, so timed A/B runs of a small
-change say little. valgrind's callgrind counts the instructions a process runs: the
-same for the same code and input whatever else the machine is doing. Two measurements
-(docs/performance.md, "What this session changed"):
+A shared machine's speed drifts by 20-100 % between minutes, so timed A/B runs of a
+small change say little. valgrind's callgrind counts the instructions a process runs:
+the same for the same code and input whatever else the machine is doing. It drives the
+same mail as ``make bench`` (bench.run.MAIL). Two measurements:
 
 - ``api``: the API app driven in-process through its ASGI interface (64 concurrent
   requests, real Redis, no HTTP server), counting ``POST /send-email`` and then
@@ -163,10 +164,13 @@ def measure_api(requests: int, pythonpath: str | None, work: Path) -> dict[str, 
             "CELERY_RESULT_BACKEND": url,
             "API_KEYS": API_KEY,
             "RATE_LIMIT_PER_MINUTE": "0",
+            # Under callgrind the API runs tens of times slower: its own slowness, not
+            # Redis's, would otherwise pass the 2 s default and answer 503.
+            "REDIS_TIMEOUT": "120",
             "PYTHONPATH": os.pathsep.join(filter(None, [pythonpath, str(ROOT)])),
         }
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.%p"]
-        command += [str(BIN / "python"), "-m", "bench.instructions", "_api-driver"]
+        command += [str(BIN / "python"), "-m", "devtools.profiling.instructions", "_api-driver"]
         command += [str(requests)]
         run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if run.returncode != 0:
@@ -251,7 +255,7 @@ def measure_worker(mails: int, pythonpath: str | None, work: Path) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.instructions")
+    parser = argparse.ArgumentParser(prog="python -m devtools.profiling.instructions")
     parser.add_argument("what", choices=["api", "worker", "_api-driver"])
     parser.add_argument("count", nargs="?", type=int, default=None)
     parser.add_argument("--pythonpath", help="a copy of a service's package to measure")
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "_api-driver":
         _api_driver(args.count)
         return 0
-    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
         work = Path(tmp)
         if args.what == "api":
             result = measure_api(args.count or 1000, args.pythonpath, work)

@@ -1,0 +1,1 @@
+"""Tools that count where the time goes, kept apart from the benchmark (bench/)."""
