@@ -30,6 +30,7 @@ HELPERS = {"BIN", "ROOT", "free_port", "wait_for", "WaitTimedOut"}
 # Modules that import one of them and still start nothing of the stack, and why.
 STARTS_NOTHING = {
     "test_compose": "runs only `docker compose config`, a validator of the file",
+    "test_monitoring": "runs only promtool's and docker compose's validators of files",
 }
 
 
