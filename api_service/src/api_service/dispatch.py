@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from api_service.broker_transport import BrokerCommand
 from api_service.errors import BackendUnavailable, OutcomeUnknown
 from api_service.publish_once import PublishOnce
-from api_service.submissions import Submission
+from api_service.submissions import Submission, labels_of
 from shared_schemas.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,9 @@ class Dispatcher:
             raise ValueError(f"{task_name!r} is not a task of shared_schemas")
         if not self._messages.is_open:
             await self.open()
-        submission = Submission(task_name, contract.kwargs(payload), task_id, owner)
+        submission = Submission(
+            task_name, contract.kwargs(payload), task_id, owner, *labels_of(payload)
+        )
         loop = asyncio.get_running_loop()
         commands = self._messages.commands_for(submission)
         waiting = _Waiting(submission, commands, known_for, loop.create_future())
@@ -151,6 +153,45 @@ class Dispatcher:
             raise
         finally:
             timer.cancel()
+
+    async def submit_all(
+        self,
+        task_name: str,
+        tasks: Sequence[tuple[BaseModel, str]],
+        owner: str,
+        *,
+        known_for: int | None = None,
+    ) -> None:
+        """Submit each ``(payload, task_id)`` as one group: all recorded in one round
+        trip, then all queued in a second, each step one script, so all or none.
+
+        Errors as ``submit``'s: after BackendUnavailable none was queued; after
+        OutcomeUnknown all or none were, and submitting the group again with
+        ``known_for`` queues each task once either way.
+
+        Written beside the group-commit writer, not through it: the group is already
+        one write, and taking it whole would hold the writer's next batch behind it.
+        """
+        contract = TASKS.get(task_name)
+        if contract is None:
+            raise ValueError(f"{task_name!r} is not a task of shared_schemas")
+        if not self._messages.is_open:
+            await self.open()
+        loop = asyncio.get_running_loop()
+        group: list[_Waiting] = []
+        for payload, task_id in tasks:
+            submission = Submission(
+                task_name, contract.kwargs(payload), task_id, owner, *labels_of(payload)
+            )
+            commands = self._messages.commands_for(submission)
+            group.append(_Waiting(submission, commands, known_for, loop.create_future(), True))
+        # Shielded: a write begun runs to its end (records without messages would read
+        # PENDING until they expire), even if the caller leaves meanwhile.
+        await asyncio.shield(self._write(group))
+        errors = [waiting.done.exception() for waiting in group]
+        error = next((exc for exc in errors if exc is not None), None)
+        if error is not None:
+            raise error
 
     def _withdraw(self, waiting: _Waiting, why: str) -> None:
         if waiting.taken:

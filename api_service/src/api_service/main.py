@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from pydantic import ValidationError
 
-from api_service import logs, openapi_docs, ops_routes, routes
+from api_service import logs, openapi_docs, ops_routes, routes, routes_batches, routes_listing
 from api_service.auth import KeyRing
+from api_service.batches import Batches
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable, install_error_handlers
 from api_service.idempotency import IdempotencyKeys
@@ -24,6 +25,7 @@ from api_service.rate_limit import RateLimiter
 from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import SubmissionRecorder
+from api_service.task_index import TaskIndex
 from api_service.task_store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         )
         app.state.broker_redis = broker
         app.state.task_store = TaskStore(results)
+        # Tags, listing and batches (docs/design.md, "Listing tasks", "Batches").
+        app.state.task_index = TaskIndex(results, app.state.task_store)
+        app.state.batches = Batches(results, settings.result_ttl)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
         producer_app = make_producer_app(settings)
@@ -88,6 +93,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     routes.add_routes(app, settings.max_request_bytes)
     openapi_docs.install(app)
     app.include_router(ops_routes.router)
+    app.include_router(routes_listing.router)
+    app.include_router(routes_batches.build_router(settings.max_batch_request_bytes))
     return app
 
 

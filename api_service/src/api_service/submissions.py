@@ -7,12 +7,15 @@ trip, before it queues their messages.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from api_service.errors import BackendUnavailable
@@ -21,26 +24,70 @@ from shared_schemas import records
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One accepted task: its name, JSON-ready keyword arguments, id and owner."""
+    """One accepted task: its name, JSON-ready keyword arguments, id and owner, and the
+    caller's labels (shared_schemas.labels)."""
 
     task_name: str
     kwargs: dict[str, Any]
     task_id: str
     owner: str
+    tags: Sequence[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def labels_of(payload: BaseModel) -> tuple[list[str], dict[str, str]]:
+    """The payload's ``tags`` and ``metadata`` fields, for a task whose payload has them."""
+    return list(getattr(payload, "tags", ())), dict(getattr(payload, "metadata", {}))
 
 
 # Every record of a batch in one command, atomically: a MULTI/EXEC of an HSET and an
 # EXPIRE per submission cost ~2.5 times as much client CPU per record
-# (packing and parsing 2n + 2 commands and replies). ARGV: the TTL, the submission time,
-# then the task name and owner of each key in turn.
+# (packing and parsing 2n + 2 commands and replies). With each record, its entries in
+# the listing indexes (docs/design.md, "Listing tasks"); entries older than the TTL
+# are pruned from each index written to, so an index never outgrows the records.
+# KEYS: per submission its record, its owner's index, then the index of each tag.
+# ARGV: the TTL, the submission time, the oldest score kept, then per submission its
+# score, task name, owner, tags and metadata as JSON ('' when none), number of tags.
 _RECORD_BATCH = f"""
-for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, '{records.TASK}', ARGV[2 * i + 1], '{records.OWNER}', ARGV[2 * i + 2],
-             '{records.SUBMITTED_AT}', ARGV[2])
-  redis.call('EXPIRE', key, ARGV[1])
+local ttl, oldest = ARGV[1], ARGV[3]
+local indexes = {{}}
+local k, a = 1, 4
+while k <= #KEYS do
+  local record, score = KEYS[k], ARGV[a]
+  local id = string.sub(record, {len(records.KEY_PREFIX) + 1})
+  local fields = {{'{records.TASK}', ARGV[a + 1], '{records.OWNER}', ARGV[a + 2],
+                  '{records.SUBMITTED_AT}', ARGV[2]}}
+  if ARGV[a + 3] ~= '' then
+    fields[#fields + 1] = '{records.TAGS}'
+    fields[#fields + 1] = ARGV[a + 3]
+  end
+  if ARGV[a + 4] ~= '' then
+    fields[#fields + 1] = '{records.METADATA}'
+    fields[#fields + 1] = ARGV[a + 4]
+  end
+  redis.call('HSET', record, unpack(fields))
+  redis.call('EXPIRE', record, ttl)
+  for j = k + 1, k + 1 + tonumber(ARGV[a + 5]) do
+    redis.call('ZADD', KEYS[j], score, id)
+    indexes[KEYS[j]] = true
+  end
+  k = k + 2 + tonumber(ARGV[a + 5])
+  a = a + 6
 end
-return #KEYS
+for index in pairs(indexes) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. oldest)
+  redis.call('EXPIRE', index, ttl)
+end
+return a
 """
+
+
+_COMPACT = (",", ":")
+
+
+def score_now() -> int:
+    """A listing index's score for now: microseconds since the epoch (exact in a double)."""
+    return time.time_ns() // 1000
 
 
 class SubmissionRecorder:
@@ -50,15 +97,34 @@ class SubmissionRecorder:
         self._record_batch = client.register_script(_RECORD_BATCH)
 
     async def record(self, batch: Sequence[Submission]) -> None:
-        """Write every submission's record, all of them or none.
+        """Write every submission's record and index entries, all of them or none.
 
         The worker extends a record when its task starts, so that it outlives the
-        result it describes.
+        result it describes. Each submission's score is one microsecond after the one
+        before it, so a batch lists in the order it was submitted.
         """
-        keys = [records.record_key(submission.task_id) for submission in batch]
-        args: list[str | int] = [self._result_ttl, datetime.now(UTC).isoformat()]
-        for submission in batch:
-            args += (submission.task_name, submission.owner)
+        now = score_now()
+        keys: list[str] = []
+        args: list[str | int] = [
+            self._result_ttl,
+            datetime.fromtimestamp(now / 1e6, UTC).isoformat(),
+            now - self._result_ttl * 1_000_000,
+        ]
+        for i, submission in enumerate(batch):
+            owner = submission.owner
+            tags = submission.tags
+            keys += (records.record_key(submission.task_id), records.owner_index_key(owner))
+            keys += (records.tag_index_key(owner, tag) for tag in tags)
+            args += (
+                now + i,
+                submission.task_name,
+                owner,
+                json.dumps(list(tags), separators=_COMPACT) if tags else "",
+                json.dumps(dict(submission.metadata), separators=_COMPACT)
+                if submission.metadata
+                else "",
+                len(tags),
+            )
         try:
             await self._record_batch(keys=keys, args=args)
         except (RedisError, OSError) as exc:

@@ -7,6 +7,7 @@ own ``AsyncResult`` would, and would also answer PENDING for ids nobody issued.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api_service.coalesced_reads import CoalescedScript
-from api_service.errors import ContractViolation
+from api_service.errors import BackendUnavailable, ContractViolation
 from shared_schemas import records
 from shared_schemas.status import TaskError, TaskState, TaskStatus
 from shared_schemas.tasks import TASKS
@@ -37,13 +38,24 @@ class TaskStore:
 
     async def status(self, task_id: str, owner: str) -> TaskStatus | None:
         """The task's status, or None if this caller never submitted it."""
-        keys = [records.record_key(task_id), f"{_META_PREFIX}{task_id}"]
-        flat_record, raw_meta = await self._read_status(keys)
-        record = dict(zip(flat_record[::2], flat_record[1::2], strict=True))
-        if not record or record.get(records.OWNER) != owner:
-            return None
-        meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
-        return _build_status(task_id, record, meta)
+        flat_record, raw_meta = await self._read_status(_status_keys(task_id))
+        return _status_from(task_id, owner, flat_record, raw_meta)
+
+    async def statuses(self, task_ids: Sequence[str], owner: str) -> list[TaskStatus | None]:
+        """Each task's status as ``status`` gives it, in one pipelined round trip (a
+        listing page, a batch's progress)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    # EVAL, as in coalesced_reads: EVALSHA would first ask SCRIPT EXISTS.
+                    pipe.eval(_READ_STATUS, 2, *_status_keys(task_id))
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"could not read task statuses: {exc!r}") from exc
+        return [
+            _status_from(task_id, owner, flat_record, raw_meta)
+            for task_id, (flat_record, raw_meta) in zip(task_ids, replies, strict=True)
+        ]
 
     async def workers_seen(self) -> int:
         """Worker nodes whose presence key has not lapsed (shared_schemas.records)."""
@@ -64,6 +76,20 @@ class TaskStore:
             return bool(await self._redis.ping())
         except (RedisError, OSError):
             return False
+
+
+def _status_keys(task_id: str) -> list[str]:
+    return [records.record_key(task_id), f"{_META_PREFIX}{task_id}"]
+
+
+def _status_from(
+    task_id: str, owner: str, flat_record: list[str], raw_meta: str | None
+) -> TaskStatus | None:
+    record = dict(zip(flat_record[::2], flat_record[1::2], strict=True))
+    if not record or record.get(records.OWNER) != owner:
+        return None
+    meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
+    return _build_status(task_id, record, meta)
 
 
 def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
@@ -93,6 +119,8 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
         retries=retries,
         result=result,
         error=error,
+        tags=json.loads(record[records.TAGS]) if records.TAGS in record else [],
+        metadata=json.loads(record[records.METADATA]) if records.METADATA in record else {},
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from shared_schemas.addresses import EmailAddress, addr_spec
+from shared_schemas.labels import Metadata, Tags
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_LENGTH = 998  # RFC 5322 §2.1.1: a header line may not exceed 998 characters.
@@ -43,6 +44,8 @@ _REQUEST_EXAMPLE: dict[str, JsonValue] = {
     "subject": "Your receipt",
     "body": "Thanks for your order.",
     "html": "<p>Thanks for your order.</p>",
+    "tags": ["receipt"],
+    "metadata": {"order_id": "A-1042"},
 }
 
 
@@ -73,6 +76,9 @@ class SendEmailRequest(BaseModel):
         max_length=MAX_BODY_CHARS,
         description="An optional HTML alternative to the plain-text body.",
     )
+    # The caller's labels (shared_schemas.labels): stored with the task, not sent.
+    tags: Tags = Field(default_factory=list)
+    metadata: Metadata = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _limit_recipients(self) -> SendEmailRequest:

@@ -21,12 +21,41 @@ ATTEMPT = "attempt"  # RUNNING while an attempt runs, WAITING while a retry is d
 # The result so far (the task's result model, as JSON) while some recipients are deferred.
 PROGRESS = "progress"
 
+# The caller's labels (shared_schemas.labels), as JSON, written by the API with the
+# record and only when given: a JSON array of strings, a JSON object of strings.
+TAGS = "tags"
+METADATA = "metadata"
+
 RUNNING = "running"
 WAITING = "waiting"
 
 
 def record_key(task_id: str) -> str:
     return f"{KEY_PREFIX}{task_id}"
+
+
+# Listing indexes (docs/design.md, "Listing tasks"): sorted sets of task ids scored by
+# submission time in microseconds, one per owner and one per owner and tag, written
+# with the record.
+OWNER_INDEX_PREFIX = "email-dispatch:tasks:"
+TAG_INDEX_PREFIX = "email-dispatch:tagged:"
+
+
+def owner_index_key(owner: str) -> str:
+    return f"{OWNER_INDEX_PREFIX}{owner}"
+
+
+def tag_index_key(owner: str, tag: str) -> str:
+    # The owner is a fixed-length hex fingerprint, so the tag after it is unambiguous.
+    return f"{TAG_INDEX_PREFIX}{owner}:{tag}"
+
+
+# A batch's record (api_service.batches): its owner, size and submission time.
+BATCH_PREFIX = "email-dispatch:batch:"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"{BATCH_PREFIX}{batch_id}"
 
 
 # Worker presence: each worker node refreshes its key every WORKER_HEARTBEAT seconds,

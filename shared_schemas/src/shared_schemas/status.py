@@ -44,3 +44,7 @@ class TaskStatus(BaseModel):
     error: TaskError | None = Field(
         default=None, description="Set on FAILURE, and on RETRY with the error being retried."
     )
+    tags: list[str] = Field(default_factory=list, description="The tags it was sent with.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="The metadata it was sent with."
+    )
