@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from api_service.errors import BackendUnavailable
@@ -85,9 +86,59 @@ return a
 _COMPACT = (",", ":")
 
 
+# The same for a large group (a batch), every submission in one JSON argument, as
+# api_service.publish_once sends a batch's messages (and why). ARGV: the TTL, the
+# submission time, the oldest score kept, then per submission [its record, its indexes
+# (its owner's, then its tags'), its score, task name, owner, tags and metadata as
+# JSON ('' when none), task id].
+_RECORD_BATCH_JSON = f"""
+local ttl, oldest = ARGV[1], ARGV[3]
+local indexes = {{}}
+for _, s in ipairs(cjson.decode(ARGV[4])) do
+  local fields = {{'{records.TASK}', s[4], '{records.OWNER}', s[5],
+                  '{records.SUBMITTED_AT}', ARGV[2]}}
+  if s[6] ~= '' then
+    fields[#fields + 1] = '{records.TAGS}'
+    fields[#fields + 1] = s[6]
+  end
+  if s[7] ~= '' then
+    fields[#fields + 1] = '{records.METADATA}'
+    fields[#fields + 1] = s[7]
+  end
+  redis.call('HSET', s[1], unpack(fields))
+  redis.call('EXPIRE', s[1], ttl)
+  for _, index in ipairs(s[2]) do
+    redis.call('ZADD', index, s[3], s[8])
+    indexes[index] = true
+  end
+end
+for index in pairs(indexes) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. oldest)
+  redis.call('EXPIRE', index, ttl)
+end
+return 1
+"""
+JSON_FROM = 32  # submissions; the group commit's batches (16 at most) go as arguments
+
+
 def score_now() -> int:
     """A listing index's score for now: microseconds since the epoch (exact in a double)."""
     return time.time_ns() // 1000
+
+
+def _as_json(submission: Submission, score: int) -> list[object]:
+    """A submission as _RECORD_BATCH_JSON takes it."""
+    owner, tags, metadata = submission.owner, submission.tags, submission.metadata
+    return [
+        records.record_key(submission.task_id),
+        [records.owner_index_key(owner), *(records.tag_index_key(owner, tag) for tag in tags)],
+        str(score),
+        submission.task_name,
+        owner,
+        json.dumps(list(tags), separators=_COMPACT) if tags else "",
+        json.dumps(dict(metadata), separators=_COMPACT) if metadata else "",
+        submission.task_id,
+    ]
 
 
 class SubmissionRecorder:
@@ -95,6 +146,7 @@ class SubmissionRecorder:
         self._redis = client
         self._result_ttl = result_ttl
         self._record_batch = client.register_script(_RECORD_BATCH)
+        self._record_batch_json = client.register_script(_RECORD_BATCH_JSON)
 
     async def record(self, batch: Sequence[Submission]) -> None:
         """Write every submission's record and index entries, all of them or none.
@@ -110,6 +162,10 @@ class SubmissionRecorder:
             datetime.fromtimestamp(now / 1e6, UTC).isoformat(),
             now - self._result_ttl * 1_000_000,
         ]
+        if len(batch) >= JSON_FROM:
+            args.append(json.dumps([_as_json(s, now + i) for i, s in enumerate(batch)]))
+            await self._run(self._record_batch_json, [], args)
+            return
         for i, submission in enumerate(batch):
             owner = submission.owner
             tags = submission.tags
@@ -125,8 +181,12 @@ class SubmissionRecorder:
                 else "",
                 len(tags),
             )
+        await self._run(self._record_batch, keys, args)
+
+    @staticmethod
+    async def _run(script: AsyncScript, keys: list[str], args: list[str | int]) -> None:
         try:
-            await self._record_batch(keys=keys, args=args)
+            await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"could not record the submissions: {exc!r}") from exc
 
