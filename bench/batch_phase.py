@@ -84,11 +84,13 @@ def measure(
     seconds: float,
     *,
     vus: int = 64,
+    warmup: bool = True,
     broker: redis.Redis | None = None,
     env: Mapping[str, str] | None = None,
 ) -> BatchFigures:
     """Single submissions for ``seconds`` from ``vus`` connections, then batches for as
-    long, each after a short warm-up; the queue is emptied between them if ``broker``."""
+    long, each after a second's warm-up if ``warmup``; the queue is emptied after each
+    run if ``broker``."""
     base = {"BASE_URL": base_url, "API_KEY": API_KEY, **(env or {})}
     duration = f"{max(1000, round(seconds * 1000))}ms"
     timeout = seconds + 120
@@ -100,10 +102,12 @@ def measure(
             broker.delete(EMAIL_QUEUE)  # a backlog would slow the next phase's Redis
         return run, api_cpu() - cpu0
 
-    k6("enqueue.js", "batch-single-warmup", {"VUS": str(vus), "DURATION": "1000ms"})
+    if warmup:
+        k6("enqueue.js", "batch-single-warmup", {"VUS": str(vus), "DURATION": "1000ms"})
     single, single_cpu = k6("enqueue.js", "batch-single", {"VUS": str(vus), "DURATION": duration})
-    warm = {"VUS": str(BATCH_VUS), "DURATION": "1000ms", "BATCH": str(BATCH)}
-    k6("batch.js", "batch-warmup", warm)
+    if warmup:
+        warm = {"VUS": str(BATCH_VUS), "DURATION": "1000ms", "BATCH": str(BATCH)}
+        k6("batch.js", "batch-warmup", warm)
     batches, batch_cpu = k6(
         "batch.js", "batch", {"VUS": str(BATCH_VUS), "DURATION": duration, "BATCH": str(BATCH)}
     )

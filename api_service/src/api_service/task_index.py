@@ -100,17 +100,22 @@ class TaskIndex:
         lowest = str(_score_of(since)) if since else "-inf"
         found: list[TaskStatus] = []
         scanned = 0
+        chunk = limit
         while True:
-            # Without a status filter every live entry is a task of the page.
-            want = limit - len(found) if status is None else min(limit, self._max_scan)
+            if status is None:  # every live entry is a task of the page
+                want = limit - len(found)
+            else:  # a sparse status costs a few round trips of growing reads, not ten
+                want = min(chunk, self._max_scan - scanned)
+                chunk *= 4
             entries = await self._entries(index, after, lowest, want)
-            statuses = await self._store.statuses([task_id for task_id, _ in entries], owner)
+            ids = [task_id for task_id, _ in entries]
+            statuses = await self._store.statuses(ids, owner, only=status)
             for (task_id, score), task in zip(entries, statuses, strict=True):
                 after = Cursor(score, task_id)
                 scanned += 1
-                # None: the record expired or was withdrawn (a 503) while its entry
-                # waits to be pruned.
-                if task is not None and (status is None or task.status is status):
+                # None: in another status, or the record expired or was withdrawn (a
+                # 503) while its entry waits to be pruned.
+                if task is not None:
                     found.append(task)
                     if len(found) == limit:
                         return Page(found, after)

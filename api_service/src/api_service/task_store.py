@@ -41,9 +41,12 @@ class TaskStore:
         flat_record, raw_meta = await self._read_status(_status_keys(task_id))
         return _status_from(task_id, owner, flat_record, raw_meta)
 
-    async def statuses(self, task_ids: Sequence[str], owner: str) -> list[TaskStatus | None]:
+    async def statuses(
+        self, task_ids: Sequence[str], owner: str, only: TaskState | None = None
+    ) -> list[TaskStatus | None]:
         """Each task's status as ``status`` gives it, in one pipelined round trip (a
-        listing page, a batch's progress)."""
+        listing page, a batch's progress); with ``only``, None for a task in another
+        status."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for task_id in task_ids:
@@ -53,7 +56,7 @@ class TaskStore:
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"could not read task statuses: {exc!r}") from exc
         return [
-            _status_from(task_id, owner, flat_record, raw_meta)
+            _status_from(task_id, owner, flat_record, raw_meta, only)
             for task_id, (flat_record, raw_meta) in zip(task_ids, replies, strict=True)
         ]
 
@@ -83,22 +86,33 @@ def _status_keys(task_id: str) -> list[str]:
 
 
 def _status_from(
-    task_id: str, owner: str, flat_record: list[str], raw_meta: str | None
+    task_id: str,
+    owner: str,
+    flat_record: list[str],
+    raw_meta: str | None,
+    only: TaskState | None = None,
 ) -> TaskStatus | None:
     record = dict(zip(flat_record[::2], flat_record[1::2], strict=True))
     if not record or record.get(records.OWNER) != owner:
         return None
     meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
+    if only is not None and _state_of(record, meta) is not only:
+        return None  # a listing's status filter: not worth building (task_index)
     return _build_status(task_id, record, meta)
 
 
-def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
-    task_name = record[records.TASK]
+def _state_of(record: dict[str, str], meta: dict[str, Any]) -> TaskState:
     raw_state = meta.get("status")
     state = TaskState(str(raw_state)) if raw_state in TaskState.__members__ else TaskState.PENDING
     if state in _NOT_YET_DONE and record.get(records.ATTEMPT) == records.RUNNING:
         # The worker stores no STARTED state of its own; its record says an attempt runs.
         state = TaskState.STARTED
+    return state
+
+
+def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
+    task_name = record[records.TASK]
+    state = _state_of(record, meta)
     retries = int(record.get(records.RETRIES, 0))
     result = None
     error = None
