@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from shared_schemas.tasks import EMAIL_QUEUE
-from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack
-from tests.procs import wait_for
-from tests.smtp_sink import REFUSED_PREFIX
+from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack, service_env
+from tests.procs import RedisServer, start_api, wait_for
+from tests.smtp_sink import REFUSED_PREFIX, SmtpSink
 from tests.test_end_to_end import wait_until_finished
 
 pytestmark = pytest.mark.integration
+
+LIMITED_DB = 15
 
 
 def _mail(i: int, **extra: Any) -> dict[str, Any]:
@@ -248,3 +253,42 @@ def _refs(node: Any) -> list[str]:
     if isinstance(node, list):
         return [ref for value in node for ref in _refs(value)]
     return []
+
+
+@pytest.fixture(scope="module")
+def limited_api(
+    redis_server: RedisServer, smtp: SmtpSink, log_dir: Path
+) -> Iterator[tuple[str, redis.Redis]]:
+    env = {
+        **service_env(redis_server, smtp, db=LIMITED_DB),
+        "RATE_LIMIT_PER_MINUTE": "5",
+        "MAX_BATCH_REQUEST_BYTES": "4096",
+    }
+    api, base_url = start_api(env, log_dir, name="batch-limited-api")
+    queue = redis.Redis(port=redis_server.port, db=LIMITED_DB)
+    yield base_url, queue
+    queue.close()
+    api.stop()
+
+
+def test_each_mail_of_a_batch_counts_against_the_rate_limit(
+    limited_api: tuple[str, redis.Redis],
+) -> None:
+    base_url, queue = limited_api
+    try:
+        with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+            assert c.post("/send-email/batch", json={"messages": [_mail(0)] * 4}).status_code == 202
+            over = c.post("/send-email/batch", json={"messages": [_mail(1)] * 2})
+        assert over.status_code == 429
+        assert int(over.headers["Retry-After"]) >= 1
+        assert queue.llen(EMAIL_QUEUE) == 4, "a refused batch was queued"
+    finally:
+        queue.flushdb()
+
+
+def test_a_batch_over_max_batch_request_bytes_is_413(limited_api: tuple[str, redis.Redis]) -> None:
+    base_url, queue = limited_api
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+        response = c.post("/send-email/batch", json={"messages": [_mail(0, body="x" * 5000)]})
+    assert response.status_code == 413
+    assert queue.dbsize() == 0
