@@ -12,6 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from api_service.submissions import Submission, SubmissionRecorder
+from api_service.task_index import TaskIndex
+from api_service.task_store import TaskStore
 from shared_schemas import records
 from shared_schemas.tasks import SEND_EMAIL
 from tests.conftest import OTHER_API_KEY, QuietApi, Stack
@@ -251,6 +253,38 @@ def test_index_entries_past_the_ttl_are_pruned_on_write(redis_server: RedisServe
             assert 0 < await client.ttl(tagged) <= 60
             record = await client.hgetall(records.record_key(task_id))
             assert (record["tags"], record["metadata"]) == ('["t"]', '{"k":"v"}')
+        finally:
+            await client.flushdb()
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_cursor_whose_entry_was_pruned_goes_on_from_its_score(
+    redis_server: RedisServer,
+) -> None:
+    db = 14
+
+    async def scenario() -> None:
+        client = aioredis.Redis(port=redis_server.port, db=db, decode_responses=True)
+        try:
+            owner = uuid.uuid4().hex
+            ids = [str(uuid.uuid4()) for _ in range(4)]
+            await SubmissionRecorder(client, result_ttl=60).record(
+                [Submission(SEND_EMAIL, {}, task_id, owner) for task_id in ids]
+            )
+            index = TaskIndex(client, TaskStore(client))
+            first = await index.page(owner, 2)
+            assert [task.task_id for task in first.tasks] == [ids[3], ids[2]]
+            assert first.next_cursor is not None
+            await client.zrem(records.owner_index_key(owner), ids[2])
+            rest = await index.page(owner, 2, after=first.next_cursor)
+            assert [task.task_id for task in rest.tasks] == [ids[1], ids[0]]
+            # Its record gone (expired), a listed entry is skipped.
+            await client.delete(records.record_key(ids[1]))
+            again = await index.page(owner, 5)
+            assert [task.task_id for task in again.tasks] == [ids[3], ids[0]]
+            assert again.next_cursor is None
         finally:
             await client.flushdb()
             await client.aclose()
