@@ -51,7 +51,7 @@ from api_service.publisher import TaskMessages, make_producer_app
 from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import Submission, SubmissionRecorder
-from bench import report
+from bench import batch_phase, report
 from bench.latency_proxy import LatencyProxy
 from bench.loadgen import K6Run, k6_version, run_k6
 from bench.procs import PeakMemory, Proc, cpu_seconds, start_redis, start_uvicorn, start_workers
@@ -510,6 +510,25 @@ class Bench:
             f"the server {cpu / run.duration_s:.2f}, Redis {redis_cpu / run.duration_s:.2f}"
         )
 
+    def batch_phase(self, api: Proc, base_url: str) -> None:
+        """Batches of 500 against single submissions, back to back (bench.batch_phase)."""
+        client = self.client(PROJECT_DB)
+        figures = batch_phase.measure(
+            base_url,
+            api.cpu,
+            self.logs,
+            self.p.duration_s,
+            vus=self.p.vus,
+            warmup=self.p.warmup_s > 0,
+            broker=client,
+        )
+        self.fig.update(figures.as_figures())
+        self.notes.append(figures.line())
+        failed = figures.verdict()
+        # Smoke mode times nothing; it still wants every answer right.
+        if failed and (self.p.mode != "smoke" or figures.bad_answers):
+            self.errors.append(failed)
+
     def status_phase(self, prefix: str, api: Proc, base_url: str, ids: list[str]) -> None:
         """GET /task-status/<id> of finished tasks from ``vus`` connections."""
         if not ids:
@@ -754,6 +773,7 @@ class Bench:
         with self.running([api]):
             self.enqueue_phase("project", api, base_url)
             client.delete(EMAIL_QUEUE)  # the backlog of the load phase
+            self.batch_phase(api, base_url)
             workers = start_workers(
                 "worker_service", ["project-e2e"], 2, env, self.logs, self.metrics_dir
             )

@@ -49,6 +49,10 @@ FIGURES = [
     # end to end at low load
     "project.e2e_p50_ms",
     "project.e2e_p99_ms",
+    # batches of 500 against single submissions (issue 18; bench.batch_phase)
+    "project.batch_mails_per_s",
+    "project.batch_single_mails_per_s",
+    "project.batch_ratio",
 ]
 
 

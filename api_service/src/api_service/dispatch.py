@@ -34,8 +34,9 @@ from redis.exceptions import RedisError
 from api_service import due_index
 from api_service.broker_transport import BrokerCommand
 from api_service.errors import BackendUnavailable, OutcomeUnknown
+from api_service.message_copies import copies
 from api_service.publish_once import PublishOnce
-from api_service.submissions import Submission
+from api_service.submissions import Submission, labels_of
 from shared_schemas.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -136,22 +137,9 @@ class Dispatcher:
             raise ValueError(f"{task_name!r} is not a task of shared_schemas")
         if not self._messages.is_open:
             await self.open()
-        # A payload with a future send_at goes into the due-time index (due_index).
-        send_at: datetime | None = getattr(payload, "send_at", None)
-        scheduled = due_index.is_later(send_at)
-        submission = Submission(
-            task_name,
-            contract.kwargs(payload),
-            task_id,
-            owner,
-            send_at,
-            scheduled,
-            template.model_dump_json() if template is not None else "",
-        )
+        submission = _submission(task_name, payload, task_id, owner, template)
         loop = asyncio.get_running_loop()
-        commands = self._messages.commands_for(submission)
-        if send_at is not None and scheduled:
-            commands = due_index.scheduled_commands(task_id, send_at, commands)
+        commands = _scheduled(submission, self._messages.commands_for(submission))
         waiting = _Waiting(submission, commands, known_for, loop.create_future())
         self._waiting.append(waiting)
         if self._writer is None:
@@ -168,6 +156,58 @@ class Dispatcher:
             raise
         finally:
             timer.cancel()
+
+    async def submit_all(
+        self,
+        task_name: str,
+        tasks: Sequence[tuple[BaseModel, str]],
+        owner: str,
+        *,
+        known_for: int | None = None,
+        templates: Sequence[BaseModel | None] = (),
+    ) -> None:
+        """Submit each ``(payload, task_id)`` as one group: all recorded in one round
+        trip, then all queued in a second, each step one script, so all or none.
+
+        Errors as ``submit``'s: after BackendUnavailable none was queued; after
+        OutcomeUnknown all or none were, and submitting the group again with
+        ``known_for`` queues each task once either way.
+
+        Written beside the group-commit writer, not through it: the group is already
+        one write, and taking it whole would hold the writer's next batch behind it.
+        """
+        contract = TASKS.get(task_name)
+        if contract is None:
+            raise ValueError(f"{task_name!r} is not a task of shared_schemas")
+        if not tasks:
+            return
+        if not self._messages.is_open:
+            await self.open()
+        used = list(templates) or [None] * len(tasks)
+        submissions = [
+            _submission(task_name, payload, task_id, owner, template)
+            for (payload, task_id), template in zip(tasks, used, strict=True)
+        ]
+        # Celery builds the first message; the others are copies of it, ~10 times
+        # cheaper (api_service.message_copies), unless it cannot be copied.
+        first = self._messages.commands_for(submissions[0])
+        others = copies(submissions[0], first, submissions[1:])
+        if others is None:
+            others = [self._messages.commands_for(submission) for submission in submissions[1:]]
+        loop = asyncio.get_running_loop()
+        group = [
+            _Waiting(
+                submission, _scheduled(submission, commands), known_for, loop.create_future(), True
+            )
+            for submission, commands in zip(submissions, [first, *others], strict=True)
+        ]
+        # Shielded: a write begun runs to its end (records without messages would read
+        # PENDING until they expire), even if the caller leaves meanwhile.
+        await asyncio.shield(self._write(group))
+        errors = [waiting.done.exception() for waiting in group]
+        error = next((exc for exc in errors if exc is not None), None)
+        if error is not None:
+            raise error
 
     def _withdraw(self, waiting: _Waiting, why: str) -> None:
         if waiting.taken:
@@ -244,6 +284,32 @@ class Dispatcher:
         writer = self._writer
         if writer is not None:
             await asyncio.wait([writer])
+
+
+def _submission(
+    task_name: str, payload: BaseModel, task_id: str, owner: str, template: BaseModel | None
+) -> Submission:
+    contract = TASKS[task_name]
+    # A payload with a future send_at goes into the due-time index (due_index).
+    send_at: datetime | None = getattr(payload, "send_at", None)
+    return Submission(
+        task_name,
+        contract.kwargs(payload),
+        task_id,
+        owner,
+        *labels_of(payload),
+        send_at=send_at,
+        scheduled=due_index.is_later(send_at),
+        template=template.model_dump_json() if template is not None else "",
+    )
+
+
+def _scheduled(submission: Submission, commands: list[BrokerCommand]) -> list[BrokerCommand]:
+    """The commands that queue it, or, for a later send_at, that enter it in the index."""
+    send_at = submission.send_at
+    if send_at is None or not submission.scheduled:
+        return commands
+    return due_index.scheduled_commands(submission.task_id, send_at, commands)
 
 
 def _settle(batch: Sequence[_Waiting], error: Exception | None) -> None:

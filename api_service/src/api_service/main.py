@@ -18,11 +18,14 @@ from api_service import (
     openapi_docs,
     ops_routes,
     routes,
+    routes_batches,
     routes_lifecycle,
+    routes_listing,
     routes_templates,
     webhook_routes,
 )
 from api_service.auth import KeyRing
+from api_service.batches import Batches
 from api_service.cancel import Canceller
 from api_service.dispatch import Dispatcher
 from api_service.errors import BackendUnavailable, install_error_handlers
@@ -33,6 +36,7 @@ from api_service.rate_limit import RateLimiter
 from api_service.redis_clients import connect_async
 from api_service.settings import ApiSettings
 from api_service.submissions import SubmissionRecorder
+from api_service.task_index import TaskIndex
 from api_service.task_store import TaskStore
 from api_service.template_rendering import Renderer
 from api_service.templates_store import TemplateStore
@@ -61,6 +65,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         )
         app.state.broker_redis = broker
         app.state.task_store = TaskStore(results)
+        # Tags, listing and batches (docs/design.md, "Listing tasks", "Batches").
+        app.state.task_index = TaskIndex(results, app.state.task_store)
+        app.state.batches = Batches(results, settings.result_ttl)
         app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
         app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
         app.state.webhooks = WebhookStore(results)
@@ -111,6 +118,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(routes_templates.router)
     app.include_router(routes_lifecycle.router)  # DELETE /tasks/{id}: cancel
+    app.include_router(routes_listing.router)
+    app.include_router(routes_batches.build_router(settings.max_batch_request_bytes))
     return app
 
 

@@ -26,8 +26,9 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self._limit > 0
 
-    async def check(self, owner: str) -> None:
-        """Count one submission for ``owner``; RateLimited once the window is full."""
+    async def check(self, owner: str, count: int = 1) -> None:
+        """Count ``count`` submissions for ``owner`` (a batch counts each of its mails);
+        RateLimited once the window is full."""
         if not self.enabled:
             return
         now = time.time()
@@ -35,10 +36,10 @@ class RateLimiter:
         key = f"{KEY_PREFIX}{owner}:{window}"
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
+                pipe.incrby(key, count)
                 pipe.expire(key, WINDOW * 2)
-                count, _ = await pipe.execute()
+                total, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"could not check the rate limit: {exc!r}") from exc
-        if int(count) > self._limit:
+        if int(total) > self._limit:
             raise RateLimited(retry_after=max(1, int((window + 1) * WINDOW - now) + 1))

@@ -23,6 +23,12 @@ class ApiSettings(CommonSettings):
         gt=0,
         description="Largest request body accepted; larger ones get 413 (MAX_REQUEST_BYTES).",
     )
+    max_batch_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="Largest POST /send-email/batch body accepted; larger ones get 413 "
+        "(MAX_BATCH_REQUEST_BYTES).",
+    )
     rate_limit_per_minute: int = Field(
         default=0,
         ge=0,

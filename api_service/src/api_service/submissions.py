@@ -7,13 +7,17 @@ trip, before it queues their messages.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from api_service.errors import BackendUnavailable
@@ -22,51 +26,125 @@ from shared_schemas import records
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One accepted task: its name, JSON-ready keyword arguments, id and owner; when it
-    was asked to go out, whether it waits in the due-time index until then, and the
-    template it was rendered from as JSON ("" when none)."""
+    """One accepted task: its name, JSON-ready keyword arguments, id and owner; the
+    caller's labels (shared_schemas.labels); when it was asked to go out and whether it
+    waits in the due-time index until then; the template it was rendered from as JSON
+    ("" when none)."""
 
     task_name: str
     kwargs: dict[str, Any]
     task_id: str
     owner: str
+    tags: Sequence[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
     send_at: datetime | None = None
     scheduled: bool = False
     template: str = ""
 
-    def optional_fields(self) -> list[tuple[str, str]]:
-        """The record's fields that only some submissions have."""
-        fields: list[tuple[str, str]] = []
+    def fields(self, submitted_at: str) -> list[str]:
+        """The record's fields and values, flat, as HSET takes them."""
+        flat = [
+            records.TASK,
+            self.task_name,
+            records.OWNER,
+            self.owner,
+            records.SUBMITTED_AT,
+            submitted_at,
+        ]
+        if self.tags:
+            flat += (records.TAGS, json.dumps(list(self.tags), separators=_COMPACT))
+        if self.metadata:
+            flat += (records.METADATA, json.dumps(dict(self.metadata), separators=_COMPACT))
         if self.send_at is not None:
-            fields.append((records.SEND_AT, self.send_at.isoformat()))
+            flat += (records.SEND_AT, self.send_at.isoformat())
         if self.scheduled:
-            fields.append((records.SCHEDULED, "1"))
+            flat += (records.SCHEDULED, "1")
         if self.template:
-            fields.append((records.TEMPLATE, self.template))
-        return fields
+            flat += (records.TEMPLATE, self.template)
+        return flat
 
+    def ttl(self, result_ttl: int, now: datetime) -> int:
+        """A scheduled task's record must outlive its wait, then its result."""
+        if self.send_at is None or not self.scheduled:
+            return result_ttl
+        return result_ttl + max(math.ceil((self.send_at - now).total_seconds()), 0)
+
+    def index_keys(self) -> list[str]:
+        """The listing indexes it is entered in: its owner's, then each tag's."""
+        owner = self.owner
+        return [
+            records.owner_index_key(owner),
+            *(records.tag_index_key(owner, t) for t in self.tags),
+        ]
+
+
+def labels_of(payload: BaseModel) -> tuple[list[str], dict[str, str]]:
+    """The payload's ``tags`` and ``metadata`` fields, for a task whose payload has them."""
+    return list(getattr(payload, "tags", ())), dict(getattr(payload, "metadata", {}))
+
+
+_COMPACT = (",", ":")
 
 # Every record of a batch in one command, atomically: a MULTI/EXEC of an HSET and an
 # EXPIRE per submission cost ~2.5 times as much client CPU per record
-# (packing and parsing 2n + 2 commands and replies). ARGV: the submission time, then
-# for each key in turn the task name, owner, TTL, and the number of optional fields
-# followed by their names and values.
+# (packing and parsing 2n + 2 commands and replies). With each record, its entries in
+# the listing indexes (docs/design.md, "Listing tasks"); entries older than the result
+# TTL are pruned from each index written to, so an index never outgrows the records.
+# KEYS: per submission its record, then its indexes (its owner's, then each tag's).
+# ARGV: the result TTL, the oldest score kept, then per submission its score, its
+# record's TTL, its number of indexes, its number of fields, then the fields and values.
 _RECORD_BATCH = f"""
-local at = 2
-for _, key in ipairs(KEYS) do
-  redis.call('HSET', key, '{records.TASK}', ARGV[at], '{records.OWNER}', ARGV[at + 1],
-             '{records.SUBMITTED_AT}', ARGV[1])
-  local ttl = ARGV[at + 2]
-  local optional = tonumber(ARGV[at + 3])
-  at = at + 4
-  for _ = 1, optional do
-    redis.call('HSET', key, ARGV[at], ARGV[at + 1])
-    at = at + 2
+local result_ttl, oldest = ARGV[1], ARGV[2]
+local indexes = {{}}
+local k, a = 1, 3
+while k <= #KEYS do
+  local record, score, ttl = KEYS[k], ARGV[a], ARGV[a + 1]
+  local n_indexes, n_fields = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  redis.call('HSET', record, unpack(ARGV, a + 4, a + 3 + n_fields))
+  redis.call('EXPIRE', record, ttl)
+  local id = string.sub(record, {len(records.KEY_PREFIX) + 1})
+  for j = k + 1, k + n_indexes do
+    redis.call('ZADD', KEYS[j], score, id)
+    indexes[KEYS[j]] = true
   end
-  redis.call('EXPIRE', key, ttl)
+  k = k + 1 + n_indexes
+  a = a + 4 + n_fields
+end
+for index in pairs(indexes) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. oldest)
+  redis.call('EXPIRE', index, result_ttl)
 end
 return #KEYS
 """
+
+
+# The same for a large group (a batch), every submission in one JSON argument, as
+# api_service.publish_once sends a batch's messages (and why). ARGV: the result TTL, the
+# oldest score kept, then per submission [its record, its indexes, its score, its
+# record's TTL, its fields and values, its task id].
+_RECORD_BATCH_JSON = """
+local result_ttl, oldest = ARGV[1], ARGV[2]
+local indexes = {}
+for _, s in ipairs(cjson.decode(ARGV[3])) do
+  redis.call('HSET', s[1], unpack(s[5]))
+  redis.call('EXPIRE', s[1], s[4])
+  for _, index in ipairs(s[2]) do
+    redis.call('ZADD', index, s[3], s[6])
+    indexes[index] = true
+  end
+end
+for index in pairs(indexes) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. oldest)
+  redis.call('EXPIRE', index, result_ttl)
+end
+return 1
+"""
+JSON_FROM = 32  # submissions; the group commit's batches (16 at most) go as arguments
+
+
+def score_now() -> int:
+    """A listing index's score for now: microseconds since the epoch (exact in a double)."""
+    return time.time_ns() // 1000
 
 
 class SubmissionRecorder:
@@ -74,29 +152,48 @@ class SubmissionRecorder:
         self._redis = client
         self._result_ttl = result_ttl
         self._record_batch = client.register_script(_RECORD_BATCH)
+        self._record_batch_json = client.register_script(_RECORD_BATCH_JSON)
 
     async def record(self, batch: Sequence[Submission]) -> None:
-        """Write every submission's record, all of them or none.
+        """Write every submission's record and index entries, all of them or none.
 
         The worker extends a record when its task starts, so that it outlives the
-        result it describes.
+        result it describes. Each submission's score is one microsecond after the one
+        before it, so a batch lists in the order it was submitted.
         """
-        keys = [records.record_key(submission.task_id) for submission in batch]
-        now = datetime.now(UTC)
-        args: list[str | int] = [now.isoformat()]
-        for submission in batch:
-            send_at = submission.send_at
-            # A scheduled task's record must outlive its wait, then its result.
-            wait = 0
-            if send_at is not None and submission.scheduled:
-                wait = math.ceil((send_at - now).total_seconds())
-            args += (submission.task_name, submission.owner, self._result_ttl + max(wait, 0))
-            optional = submission.optional_fields()
-            args.append(len(optional))
-            for name, value in optional:
-                args += (name, value)
+        score = score_now()
+        now = datetime.fromtimestamp(score / 1e6, UTC)
+        submitted_at = now.isoformat()
+        args: list[str | int] = [self._result_ttl, score - self._result_ttl * 1_000_000]
+        if len(batch) >= JSON_FROM:
+            group = [
+                [
+                    records.record_key(s.task_id),
+                    s.index_keys(),
+                    str(score + i),
+                    s.ttl(self._result_ttl, now),
+                    s.fields(submitted_at),
+                    s.task_id,
+                ]
+                for i, s in enumerate(batch)
+            ]
+            args.append(json.dumps(group, separators=_COMPACT))
+            await self._run(self._record_batch_json, [], args)
+            return
+        keys: list[str] = []
+        for i, submission in enumerate(batch):
+            indexes = submission.index_keys()
+            fields = submission.fields(submitted_at)
+            keys.append(records.record_key(submission.task_id))
+            keys += indexes
+            args += (score + i, submission.ttl(self._result_ttl, now), len(indexes), len(fields))
+            args += fields
+        await self._run(self._record_batch, keys, args)
+
+    @staticmethod
+    async def _run(script: AsyncScript, keys: list[str], args: list[str | int]) -> None:
         try:
-            await self._record_batch(keys=keys, args=args)
+            await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"could not record the submissions: {exc!r}") from exc
 

@@ -7,6 +7,7 @@ own ``AsyncResult`` would, and would also answer PENDING for ids nobody issued.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api_service.coalesced_reads import CoalescedScript
-from api_service.errors import ContractViolation
+from api_service.errors import BackendUnavailable, ContractViolation
 from shared_schemas import records
 from shared_schemas.content import TemplateUsed
 from shared_schemas.status import TaskError, TaskState, TaskStatus
@@ -38,13 +39,27 @@ class TaskStore:
 
     async def status(self, task_id: str, owner: str) -> TaskStatus | None:
         """The task's status, or None if this caller never submitted it."""
-        keys = [records.record_key(task_id), f"{_META_PREFIX}{task_id}"]
-        flat_record, raw_meta = await self._read_status(keys)
-        record = dict(zip(flat_record[::2], flat_record[1::2], strict=True))
-        if not record or record.get(records.OWNER) != owner:
-            return None
-        meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
-        return _build_status(task_id, record, meta)
+        flat_record, raw_meta = await self._read_status(_status_keys(task_id))
+        return _status_from(task_id, owner, flat_record, raw_meta)
+
+    async def statuses(
+        self, task_ids: Sequence[str], owner: str, only: TaskState | None = None
+    ) -> list[TaskStatus | None]:
+        """Each task's status as ``status`` gives it, in one pipelined round trip (a
+        listing page, a batch's progress); with ``only``, None for a task in another
+        status."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    # EVAL, as in coalesced_reads: EVALSHA would first ask SCRIPT EXISTS.
+                    pipe.eval(_READ_STATUS, 2, *_status_keys(task_id))
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"could not read task statuses: {exc!r}") from exc
+        return [
+            _status_from(task_id, owner, flat_record, raw_meta, only)
+            for task_id, (flat_record, raw_meta) in zip(task_ids, replies, strict=True)
+        ]
 
     async def workers_seen(self) -> int:
         """Worker nodes whose presence key has not lapsed (shared_schemas.records)."""
@@ -71,8 +86,27 @@ class TaskStore:
 CANCELLED_ERROR = "Cancelled"
 
 
-def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
-    task_name = record[records.TASK]
+def _status_keys(task_id: str) -> list[str]:
+    return [records.record_key(task_id), f"{_META_PREFIX}{task_id}"]
+
+
+def _status_from(
+    task_id: str,
+    owner: str,
+    flat_record: list[str],
+    raw_meta: str | None,
+    only: TaskState | None = None,
+) -> TaskStatus | None:
+    record = dict(zip(flat_record[::2], flat_record[1::2], strict=True))
+    if not record or record.get(records.OWNER) != owner:
+        return None
+    meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
+    if only is not None and _state_of(record, meta) is not only:
+        return None  # a listing's status filter: not worth building (task_index)
+    return _build_status(task_id, record, meta)
+
+
+def _state_of(record: dict[str, str], meta: dict[str, Any]) -> TaskState:
     raw_state = meta.get("status")
     state = TaskState(str(raw_state)) if raw_state in TaskState.__members__ else TaskState.PENDING
     if state in _NOT_YET_DONE and record.get(records.ATTEMPT) == records.RUNNING:
@@ -80,14 +114,21 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
         state = TaskState.STARTED
     elif state is TaskState.PENDING and records.SCHEDULED in record:
         state = TaskState.SCHEDULED  # in the due-time index (shared_schemas.schedule)
+    if records.CANCELLED in record:
+        # The cancel is the record's (api_service.cancel): no attempt starts after it,
+        # and whatever Celery stored of an earlier one is not the outcome.
+        state = TaskState.REVOKED
+    return state
+
+
+def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) -> TaskStatus:
+    task_name = record[records.TASK]
+    state = _state_of(record, meta)
     retries = int(record.get(records.RETRIES, 0))
     result = None
     error = None
     finished_at = meta.get("date_done") if state in _FINISHED else None
     if records.CANCELLED in record:
-        # The cancel is the record's (api_service.cancel): no attempt starts after it,
-        # and whatever Celery stored of an earlier one is not the outcome.
-        state = TaskState.REVOKED
         error = TaskError(type=CANCELLED_ERROR, message=record[records.CANCELLED])
         finished_at = record.get(records.CANCELLED_AT)
     elif state is TaskState.SUCCESS:
@@ -109,6 +150,8 @@ def _build_status(task_id: str, record: dict[str, str], meta: dict[str, Any]) ->
         template=TemplateUsed.model_validate_json(template) if template else None,
         result=result,
         error=error,
+        tags=json.loads(record[records.TAGS]) if records.TAGS in record else [],
+        metadata=json.loads(record[records.METADATA]) if records.METADATA in record else {},
     )
 
 

@@ -21,6 +21,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared_schemas.addresses import EmailAddress, addr_spec
 from shared_schemas.content import Attachments, Headers, TemplateRef, unused_content_ids
+from shared_schemas.labels import Metadata, Tags
 from shared_schemas.schedule import MAX_AHEAD
 
 MAX_RECIPIENTS = 50
@@ -78,6 +79,8 @@ _REQUEST_EXAMPLE: dict[str, JsonValue] = {
     "subject": "Your receipt",
     "body": "Thanks for your order.",
     "html": "<p>Thanks for your order.</p>",
+    "tags": ["receipt"],
+    "metadata": {"order_id": "A-1042"},
 }
 _ATTACHMENTS_EXAMPLE: dict[str, JsonValue] = {
     "to": ["alice@example.com"],
@@ -163,6 +166,9 @@ class SendEmailRequest(BaseModel):
         "30 days ahead. Until then the task is SCHEDULED; a time in the past sends it now.",
         examples=["2026-11-22T10:00:00+01:00"],
     )
+    # The caller's labels (shared_schemas.labels): stored with the task, not sent.
+    tags: Tags = Field(default_factory=list)
+    metadata: Metadata = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _limit_recipients(self) -> SendEmailRequest:

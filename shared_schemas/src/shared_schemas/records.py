@@ -32,6 +32,11 @@ SCHEDULED = "scheduled"
 CANCELLED = "cancelled"
 CANCELLED_AT = "cancelled_at"
 
+# The caller's labels (shared_schemas.labels), as JSON, written by the API with the
+# record and only when given: a JSON array of strings, a JSON object of strings.
+TAGS = "tags"
+METADATA = "metadata"
+
 RUNNING = "running"
 WAITING = "waiting"
 
@@ -47,6 +52,30 @@ LEASE_PREFIX = "email-dispatch:lease:"
 
 def lease_key(task_id: str) -> str:
     return f"{LEASE_PREFIX}{task_id}"
+
+
+# Listing indexes (docs/design.md, "Listing tasks"): sorted sets of task ids scored by
+# submission time in microseconds, one per owner and one per owner and tag, written
+# with the record.
+OWNER_INDEX_PREFIX = "email-dispatch:tasks:"
+TAG_INDEX_PREFIX = "email-dispatch:tagged:"
+
+
+def owner_index_key(owner: str) -> str:
+    return f"{OWNER_INDEX_PREFIX}{owner}"
+
+
+def tag_index_key(owner: str, tag: str) -> str:
+    # The owner is a fixed-length hex fingerprint, so the tag after it is unambiguous.
+    return f"{TAG_INDEX_PREFIX}{owner}:{tag}"
+
+
+# A batch's record (api_service.batches): its owner, size and submission time.
+BATCH_PREFIX = "email-dispatch:batch:"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"{BATCH_PREFIX}{batch_id}"
 
 
 # Worker presence: each worker node refreshes its key every WORKER_HEARTBEAT seconds,

@@ -55,3 +55,7 @@ class TaskStatus(BaseModel):
         description="Set on FAILURE, on RETRY with the error being retried, and on "
         "REVOKED (type Cancelled, with the reason).",
     )
+    tags: list[str] = Field(default_factory=list, description="The tags it was sent with.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="The metadata it was sent with."
+    )

@@ -1,0 +1,139 @@
+"""``GET /tasks`` (the caller's tasks, newest first, a page at a time) and
+``GET /tasks/{task_id}`` (one task, as ``GET /task-status/{task_id}`` answers)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from api_service import auth
+from api_service.auth import authenticated_caller
+from api_service.task_index import BadCursor, Cursor, TaskIndex
+from api_service.task_store import TaskStore
+from shared_schemas.labels import Tag
+from shared_schemas.status import TaskState, TaskStatus
+
+MAX_PAGE = 100
+_SECURITY: list[dict[str, list[str]]] = [{auth.SCHEME_NAME: []}]
+_EXAMPLE_ID = "0b5f8a52-4c1e-4f4e-9d8f-3a2d1c7b6e01"
+_EXAMPLE_TASK: dict[str, Any] = {
+    "task_id": _EXAMPLE_ID,
+    "task": "email.send",
+    "status": "SUCCESS",
+    "submitted_at": "2026-11-22T10:00:00.000000+00:00",
+    "started_at": "2026-11-22T10:00:00.004000+00:00",
+    "finished_at": "2026-11-22T10:00:00.020000+00:00",
+    "retries": 0,
+    "result": {
+        "message_id": f"<{_EXAMPLE_ID}@example.com>",
+        "accepted": ["alice@example.com"],
+        "rejected": [],
+        "deferred": [],
+        "sent_at": "2026-11-22T10:00:00.019000+00:00",
+    },
+    "error": None,
+    "tags": ["receipt"],
+    "metadata": {"order_id": "A-1042"},
+}
+
+
+class TaskPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"tasks": [_EXAMPLE_TASK], "next_cursor": "MTc5NTg1MjgwMDAwMDAwMDowYjVm"}]
+        }
+    )
+
+    tasks: list[TaskStatus] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null when there is none. With a "
+        "`status` filter a page may hold fewer than `limit` tasks, even none, while a "
+        "cursor still follows."
+    )
+
+
+router = APIRouter()
+
+
+def _index(request: Request) -> TaskIndex:
+    index: TaskIndex = request.app.state.task_index
+    return index
+
+
+def _store(request: Request) -> TaskStore:
+    store: TaskStore = request.app.state.task_store
+    return store
+
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or unknown API key (with a WWW-Authenticate header)."},
+    503: {"description": "Redis did not answer. Retry later."},
+}
+
+
+@router.get(
+    "/tasks",
+    response_model=TaskPage,
+    summary="The caller's tasks, newest first",
+    responses={
+        422: {"description": "A parameter is out of range or malformed."},
+        **_AUTH_RESPONSES,
+    },
+    openapi_extra={"security": _SECURITY},
+)
+async def list_tasks(
+    owner: Annotated[str, Depends(authenticated_caller)],
+    index: Annotated[TaskIndex, Depends(_index)],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Tasks per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the page before.")
+    ] = None,
+    status_filter: Annotated[
+        TaskState | None, Query(alias="status", description="Only tasks in this status.")
+    ] = None,
+    tag: Annotated[Tag | None, Query(description="Only tasks sent with this tag.")] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(description="Only tasks submitted at or after this time (ISO 8601, with zone)."),
+    ] = None,
+) -> TaskPage:
+    """Tasks submitted with this API key within RESULT_TTL, newest first, a page at a
+    time: follow `next_cursor` until it is null. Filters combine."""
+    after = None
+    if cursor is not None:
+        try:
+            after = Cursor.decode(cursor)
+        except BadCursor as exc:
+            problem = {"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc)}
+            raise RequestValidationError([problem]) from None
+    page = await index.page(owner, limit, after=after, tag=tag, status=status_filter, since=since)
+    next_cursor = page.next_cursor.encode() if page.next_cursor else None
+    return TaskPage(tasks=page.tasks, next_cursor=next_cursor)
+
+
+@router.get(
+    "/tasks/{task_id}",
+    response_model=TaskStatus,
+    summary="One task, as GET /task-status/{task_id} answers",
+    responses={
+        200: {"content": {"application/json": {"example": _EXAMPLE_TASK}}},
+        404: {"description": "No task with this id was submitted with this key."},
+        422: {"description": "The task id is not a UUID."},
+        **_AUTH_RESPONSES,
+    },
+    openapi_extra={"security": _SECURITY},
+)
+async def get_task(
+    owner: Annotated[str, Depends(authenticated_caller)],
+    store: Annotated[TaskStore, Depends(_store)],
+    task_id: Annotated[uuid.UUID, Path(description="The id POST /send-email returned.")],
+) -> Response:
+    found = await store.status(str(task_id), owner)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
+    # The same bytes as GET /task-status/{task_id}.
+    return Response(found.model_dump_json(), media_type="application/json")
