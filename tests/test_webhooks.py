@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -86,8 +87,9 @@ def _register(client: httpx.Client, receiver: Receiver) -> str:
     return secret
 
 
-def _send(client: httpx.Client, to: str = "hook@example.com") -> str:
-    response = client.post("/send-email", json={"to": to, "subject": "hooked", "body": "x"})
+def _send(client: httpx.Client, to: str = "hook@example.com", **extra: object) -> str:
+    mail = {"to": to, "subject": "hooked", "body": "x", **extra}
+    response = client.post("/send-email", json=mail)
     assert response.status_code == 202, response.text
     task_id: str = response.json()["task_id"]
     return task_id
@@ -184,7 +186,7 @@ def test_private_addresses_are_refused_when_not_allowed(quiet_api: QuietApi, url
 def test_a_delivered_mail_is_announced_signed(hooks: HookStack, receiver: Receiver) -> None:
     with hooks.client() as client:
         secret = _register(client, receiver)
-        task_id = _send(client)
+        task_id = _send(client, tags=["receipt"], metadata={"order": "A-1"})
         wait_for(lambda: receiver.events_for(task_id), timeout=30, what="email.delivered")
         status = client.get(f"/task-status/{task_id}").json()
     [got] = receiver.events_for(task_id)
@@ -199,8 +201,8 @@ def test_a_delivered_mail_is_announced_signed(hooks: HookStack, receiver: Receiv
     assert data["task_id"] == task_id
     assert data["task"] == "email.send"
     assert data["status"] == "SUCCESS"
-    assert data["tags"] == []
-    assert data["metadata"] == {}
+    assert data["tags"] == ["receipt"]
+    assert data["metadata"] == {"order": "A-1"}
     assert data["error"] is None
     assert data["result"]["message_id"] == status["result"]["message_id"]
     assert data["result"]["accepted"] == ["hook@example.com"]
@@ -221,6 +223,24 @@ def test_a_failed_mail_is_announced(hooks: HookStack, receiver: Receiver) -> Non
     assert (data["status"], data["result"]) == ("FAILURE", None)
     assert data["error"] == status["error"]
     assert data["error"]["type"] == "PermanentDeliveryError"
+
+
+def test_a_cancelled_mail_is_announced_by_the_api(hooks: HookStack, receiver: Receiver) -> None:
+    with hooks.client() as client:
+        _register(client, receiver)
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds")
+        task_id = _send(client, send_at=tomorrow, tags=["later"])
+        assert client.get(f"/task-status/{task_id}").json()["status"] == "SCHEDULED"
+        cancelled = client.delete(f"/tasks/{task_id}")
+        assert cancelled.status_code == 200, cancelled.text
+        wait_for(lambda: receiver.events_for(task_id), timeout=30, what="email.cancelled")
+    [got] = receiver.events_for(task_id)
+    assert got.verified
+    assert got.event is not None
+    assert got.event["type"] == "email.cancelled"
+    data = got.event["data"]
+    assert (data["status"], data["tags"], data["result"]) == ("REVOKED", ["later"], None)
+    assert data["error"]["type"] == "Cancelled"
 
 
 def test_a_receiver_that_is_down_gets_the_event_when_it_is_back(hooks: HookStack) -> None:

@@ -209,6 +209,21 @@ class Dispatcher:
         if error is not None:
             raise error
 
+    async def publish(self, task_name: str, payload: BaseModel, task_id: str) -> None:
+        """Queue a task that has no record and whose caller waits for no outcome (a
+        webhook event the API announces), once per ``task_id`` (publish_once).
+
+        BackendUnavailable if Redis did not take it."""
+        if not self._messages.is_open:
+            await self.open()
+        contract = TASKS[task_name]
+        submission = Submission(task_name, contract.kwargs(payload), task_id, owner="")
+        commands = self._messages.commands_for(submission)
+        try:
+            await self._publish([(task_id, self._marker_ttl, commands)])
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"could not publish {task_name}: {exc!r}") from exc
+
     def _withdraw(self, waiting: _Waiting, why: str) -> None:
         if waiting.taken:
             return

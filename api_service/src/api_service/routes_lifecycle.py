@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from api_service import auth
 from api_service.auth import authenticated_caller
 from api_service.cancel import REASON, Canceller, TooLate, Unknown
+from api_service.events import announce_cancelled
 from api_service.task_store import CANCELLED_ERROR, TaskStore
 from shared_schemas.status import TaskStatus
 from shared_schemas.tasks import SEND_EMAIL
@@ -72,6 +73,7 @@ def _detail(example: str) -> dict[str, Any]:
     openapi_extra={"security": [{auth.SCHEME_NAME: []}]},
 )
 async def cancel_task(
+    request: Request,
     task_id: Annotated[uuid.UUID, Path(description="The id POST /send-email returned.")],
     owner: Annotated[str, Depends(authenticated_caller)],
     canceller: Annotated[Canceller, Depends(_canceller)],
@@ -101,6 +103,6 @@ async def cancel_task(
         ) from None
     if found is None:  # expired in between
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task}")
-    # >>> HOOK(webhooks): the cancel succeeded; enqueue the `email.cancelled` event for
-    # `found` (status REVOKED) here. Only this path: a 404/409 cancelled nothing. <<<
+    # Only this path: a 404 or 409 cancelled nothing.
+    await announce_cancelled(request.app.state.dispatcher, request.app.state.webhooks, owner, found)
     return found

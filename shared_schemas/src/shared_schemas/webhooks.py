@@ -44,7 +44,7 @@ def endpoint_key(owner: str) -> str:
 class EventType(StrEnum):
     DELIVERED = "email.delivered"
     FAILED = "email.failed"
-    # Announced by the cancel feature once it exists (worker_service.webhook_events).
+    # Announced by the API when a cancel succeeds (api_service.events).
     CANCELLED = "email.cancelled"
 
 
@@ -60,12 +60,8 @@ class EmailEventData(BaseModel):
     task_id: str
     task: str = Field(description="The task name, e.g. email.send.")
     status: TaskState = Field(description="SUCCESS, FAILURE or REVOKED.")
-    tags: list[str] = Field(
-        default_factory=list, description="The submission's tags (none until tags exist)."
-    )
-    metadata: dict[str, str] = Field(
-        default_factory=dict, description="The submission's metadata (none until it exists)."
-    )
+    tags: list[str] = Field(default_factory=list, description="The submission's tags.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="The submission's metadata.")
     result: EmailResult | None = Field(default=None, description="Set on email.delivered.")
     error: TaskError | None = Field(default=None, description="Set on email.failed.")
 

@@ -18,6 +18,7 @@ counted in ``email_dispatch_webhook_events_not_queued_total``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -42,14 +43,15 @@ log = logging.getLogger(__name__)
 # deadline (it failed before one was set).
 _FALLBACK_WAIT = 5.0
 
-# KEYS: the task record. ARGV: the owner field, the endpoint key prefix.
-# The owner when it has a webhook endpoint, else false. The endpoint's key is built from
+# KEYS: the task record. ARGV: the owner, tags and metadata fields, the endpoint key
+# prefix. The owner, tags and metadata (JSON, or false when none) when the owner has a
+# webhook endpoint, else false. The endpoint's key is built from
 # the record's owner inside the script, so it is not declared in KEYS: fine on one Redis
 # (this project's broker and result store are plain Redis, never a cluster).
 _OWNER_WITH_ENDPOINT = """
-local owner = redis.call('HGET', KEYS[1], ARGV[1])
-if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
-  return owner
+local found = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if found[1] and redis.call('EXISTS', ARGV[4] .. found[1]) == 1 then
+  return found
 end
 return false
 """
@@ -86,32 +88,32 @@ def announce(
     task_id: str = task.request.id
     deadline: float | None = getattr(task.request, "deadline", None)
     try:
-        owner = persist.until(
+        found = persist.until(
             deadline or time.monotonic() + _FALLBACK_WAIT,
             lambda: run_script(
                 task.backend.client,
                 _OWNER_WITH_ENDPOINT,
                 [records.record_key(task_id)],
-                [records.OWNER, webhooks.ENDPOINT_KEY_PREFIX],
+                [records.OWNER, records.TAGS, records.METADATA, webhooks.ENDPOINT_KEY_PREFIX],
             ),
             f"look up the webhook of {task_id}",
         )
-        if not owner:
+        if not found:
             return
+        owner, tags, metadata = found
         data = EmailEventData(
-            task_id=task_id, task=task.name, status=status, result=result, error=error
+            task_id=task_id,
+            task=task.name,
+            status=status,
+            tags=json.loads(tags) if tags else [],
+            metadata=json.loads(metadata) if metadata else {},
+            result=result,
+            error=error,
         )
         publish(task.app, _text(owner), event_type, data)
     except Exception:
         WEBHOOK_EVENTS_NOT_QUEUED.inc()
         log.exception("could not queue the %s webhook event of %s", event_type, task_id)
-
-
-def announce_cancelled(app: Celery, owner: str, task_id: str, task_name: str) -> None:
-    """Queue ``email.cancelled``, for the cancel feature (not built yet) to call once a
-    task is revoked: the caller knows the owner (it checked it) and the endpoint."""
-    data = EmailEventData(task_id=task_id, task=task_name, status=TaskState.REVOKED)
-    publish(app, owner, EventType.CANCELLED, data)
 
 
 def publish(app: Celery, owner: str, event_type: EventType, data: EmailEventData) -> None:
