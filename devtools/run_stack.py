@@ -1,9 +1,10 @@
 """``make run``: the whole stack in the foreground, stopped together by Ctrl-C.
 
 Starts redis-server, an SMTP catcher that prints every mail it receives, the API on
-127.0.0.1:8000 and one worker, each in its own session, and prints their output line by
-line with honcho's prefixes. The banner with the API key comes last, once the API answers
-``/readyz`` and the worker is ready, so it does not scroll away.
+127.0.0.1:8000 and one worker (its metrics on 127.0.0.1 too), each in its own session,
+and prints their output line by line with honcho's prefixes. The banner with the API
+key comes last, once the API answers ``/readyz`` and the worker is ready, so it does not
+scroll away.
 
 Whatever ends this process, its children end with it:
 
@@ -315,6 +316,8 @@ def main() -> int:
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_port),
         "SMTP_SECURITY": "none",
+        # Like everything else here, on this host only (containers keep 0.0.0.0).
+        "WORKER_METRICS_ADDR": "127.0.0.1",
         "MAIL_FROM": os.environ.get("MAIL_FROM", "Dev Stack <no-reply@example.com>"),
         "PYTHONUNBUFFERED": "1",
         # Plain lines for a person at a terminal; deployments keep the JSON default.

@@ -112,7 +112,9 @@ def test_compose_file_matches_the_compose_specification() -> None:
 SECRETS = {"REDIS_PASSWORD": "s3cret", "API_KEYS": "k1,k2", "FLOWER_BASIC_AUTH": "admin:pw"}
 
 
-def _compose_config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _compose_config(
+    env: dict[str, str], *args: str, quiet: bool = True
+) -> subprocess.CompletedProcess[str]:
     cli = _compose_cli()
     if cli is None:
         # .ci/run installs Debian's docker-compose when it runs as root; a developer
@@ -120,7 +122,7 @@ def _compose_config(env: dict[str, str], *args: str) -> subprocess.CompletedProc
         pytest.skip("no Compose CLI: neither docker-compose nor the docker compose plugin")
     clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
     return subprocess.run(
-        [*cli, "-f", str(COMPOSE_FILE), *args, "config", "-q"],
+        [*cli, "-f", str(COMPOSE_FILE), *args, "config", *(["-q"] if quiet else [])],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,
@@ -147,11 +149,87 @@ def test_a_missing_secret_stops_compose_with_its_name(missing: str) -> None:
     assert f"set {missing}" in result.stderr + result.stdout
 
 
-def test_flower_runs_only_in_the_monitoring_profile_behind_auth() -> None:
-    flower = _service("flower")
+DEFAULT_SECRETS = {k: v for k, v in SECRETS.items() if k != "FLOWER_BASIC_AUTH"}
+# ${VAR:?...} / ${VAR?...}: a variable compose refuses to start without.
+_REQUIRED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*):?\?")
+
+
+def test_compose_requires_only_the_default_services_secrets() -> None:
+    # Compose interpolates every service before it applies profiles (docker-compose 1.x
+    # and docker compose 2.x alike), so a required variable of a profiled service would
+    # be required by a plain `docker compose up` too.
+    required = {name for text in _strings(_compose()) for name in _REQUIRED.findall(text)}
+    assert required == set(DEFAULT_SECRETS)
+
+
+def _strings(node: object) -> list[str]:
+    """Every string value in the loaded file (what compose interpolates; not comments)."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in _strings(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in _strings(value)]
+    return []
+
+
+@pytest.mark.parametrize(
+    "profile", [[], ["--profile", "monitoring"]], ids=["default", "monitoring"]
+)
+def test_the_default_stack_needs_no_flower_password(profile: list[str]) -> None:
+    result = _compose_config(DEFAULT_SECRETS, *profile)
+    assert result.returncode == 0, f"compose config failed:\n{result.stdout}\n{result.stderr}"
+
+
+def _rendered_flower(env: dict[str, str]) -> dict[str, Any]:
+    """Flower's service as `docker compose --profile monitoring` hands it to Docker."""
+    result = _compose_config(env, "--profile", "monitoring", quiet=False)
+    assert result.returncode == 0, result.stderr
+    flower = yaml.safe_load(result.stdout)["services"]["flower"]
+    assert isinstance(flower, dict)
+    return flower
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [
+        (None, "set FLOWER_BASIC_AUTH (user:password) in .env"),
+        ("", "set FLOWER_BASIC_AUTH (user:password) in .env"),
+        ("admin", "FLOWER_BASIC_AUTH must be user:password"),
+        (":pw", "FLOWER_BASIC_AUTH must be user:password"),
+        ("admin:pw", None),
+    ],
+    ids=["unset", "empty", "no-password", "no-user", "set"],
+)
+def test_flower_asks_for_its_password_when_the_monitoring_profile_runs_it(
+    value: str | None, refusal: str | None, tmp_path: Path
+) -> None:
+    env = (
+        dict(DEFAULT_SECRETS) if value is None else {**DEFAULT_SECRETS, "FLOWER_BASIC_AUTH": value}
+    )
+    flower = _rendered_flower(env)
     assert flower.get("profiles") == ["monitoring"]
-    assert "FLOWER_BASIC_AUTH" in flower["environment"]
-    assert ":?" in flower["environment"]["FLOWER_BASIC_AUTH"], "auth must not default"
+    # Run Flower's command as its container would ("$$" is compose's escape for "$"),
+    # with a stand-in for the image's celery that shows what it was started with.
+    command = [str(part).replace("$$", "$") for part in flower["command"]]
+    celery = tmp_path / "celery"
+    celery.write_text('#!/bin/sh\necho "celery $* auth=$FLOWER_BASIC_AUTH"\n', encoding="utf-8")
+    celery.chmod(0o755)
+    environment = {str(k): "" if v is None else str(v) for k, v in flower["environment"].items()}
+    result = subprocess.run(
+        command,
+        env={**environment, "PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if refusal is None:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "celery flower --port=5555 auth=admin:pw"
+    else:
+        assert result.returncode != 0
+        assert refusal in result.stderr
+        assert "celery" not in result.stdout, "Flower started without its password"
 
 
 def test_webhook_worker_runs_only_in_its_profile_on_the_webhooks_queue() -> None:

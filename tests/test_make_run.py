@@ -53,6 +53,25 @@ def _stack_env() -> tuple[dict[str, str], dict[str, int]]:
     return env, ports
 
 
+def _listening_on(port: int) -> set[str]:
+    """The addresses with a TCP socket listening on ``port`` (from /proc/net/tcp, tcp6)."""
+    found: set[str] = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        path = Path("/proc/net") / table
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add(socket.inet_ntop(family, words))
+    return found
+
+
 def _stat(pid: int) -> list[str] | None:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -114,6 +133,9 @@ def test_run_stack_prints_a_key_delivers_a_mail_and_stops_on_ctrl_c() -> None:
         children = _descendants(proc.pid)
         # The banner comes once everything is ready, last: nothing scrolls it away.
         assert _listening(ports["DEV_API_PORT"])
+        # Everything listens on this host only, the worker's metrics too.
+        for name in ("DEV_API_PORT", "DEV_REDIS_PORT", "DEV_SMTP_PORT", "WORKER_METRICS_PORT"):
+            assert _listening_on(ports[name]) == {"127.0.0.1"}, name
         ready = next(i for i, line in enumerate(lines) if " ready." in line)
         banner = next(i for i, line in enumerate(lines) if "API key" in line)
         assert ready < banner, "".join(lines)
@@ -224,4 +246,31 @@ def test_killing_a_piped_make_run_leaves_nothing_running(sig: signal.Signals) ->
         job.wait(timeout=40)
         job.stdout.close()
     assert len(children) >= 7, children  # bash, make, cat, run_stack and its four
+    _assert_all_gone(children, ports)
+
+
+def test_closing_the_reader_of_its_output_stops_everything() -> None:
+    # `make run | head`: the reader goes away on its own, no signal reaches run_stack.
+    env, ports = _stack_env()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devtools.run_stack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    output = bytearray()
+    children: set[tuple[int, str]] = set()
+    try:
+        _read_pty(proc.stdout.fileno(), output, BANNER_END.encode(), timeout=90)
+        children = _descendants(proc.pid)
+        proc.stdout.close()
+        returncode = proc.wait(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert returncode == 0
+    assert len(children) >= 4
     _assert_all_gone(children, ports)

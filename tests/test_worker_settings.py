@@ -60,3 +60,17 @@ def test_the_shipped_worker_sends_task_events_from_its_start() -> None:
 
     conf = make_celery(WorkerSettings()).conf
     assert conf.worker_send_task_events is True
+
+
+def test_metrics_listen_on_every_interface_unless_an_address_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The shipped containers are scraped from outside; make run binds 127.0.0.1.
+    monkeypatch.delenv("WORKER_METRICS_ADDR", raising=False)
+    assert str(WorkerSettings().worker_metrics_addr) == "0.0.0.0"
+    for address in ("127.0.0.1", "::1"):
+        monkeypatch.setenv("WORKER_METRICS_ADDR", address)
+        assert str(WorkerSettings().worker_metrics_addr) == address
+    monkeypatch.setenv("WORKER_METRICS_ADDR", "127.0.0.1:9808")
+    with pytest.raises(ValidationError, match="worker_metrics_addr"):
+        WorkerSettings()

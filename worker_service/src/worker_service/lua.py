@@ -3,10 +3,10 @@
 The worker's multi-command writes are scripts (task_records, delivery_ledger, the
 broker transport's unacked bookkeeping): one command to pack and one reply to parse
 where a MULTI pipeline had several, just as atomic. redis-py's ``Script`` hashes each
-source once; the EVALSHA goes out through ``execute_command``, loading the source again
-after a NOSCRIPT as ``Script.__call__`` does. Calling ``Script`` itself passes through
-``evalsha``'s argument-deprecation wrapper and a pipeline check on every call: 49,000
-instructions a mail in the pool process (2 %, callgrind, docs/performance.md).
+source once and, called, sends EVALSHA and loads the source again after a NOSCRIPT (a
+restarted or flushed Redis). It is called as redis-py documents it: sending the EVALSHA
+past it saved under 10 % of a script call's client instructions, far below the bar for a
+fast path (docs/design.md, "Fast paths and the 25 % bar").
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
 
 _scripts: dict[str, Script] = {}
 
@@ -25,8 +24,4 @@ def run_script(client: redis.Redis, source: str, keys: Sequence[str], args: Sequ
     script = _scripts.get(source)
     if script is None:
         script = _scripts[source] = client.register_script(source)
-    try:
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-    except NoScriptError:  # a restarted or flushed Redis
-        script.sha = client.script_load(source)
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+    return script(keys=keys, args=args, client=client)

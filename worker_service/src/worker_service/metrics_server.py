@@ -28,10 +28,11 @@ def _serve_metrics(**_: Any) -> None:
         return
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    addr, port = str(settings.worker_metrics_addr), settings.worker_metrics_port
     try:
-        start_http_server(settings.worker_metrics_port, registry=registry)
-    except OSError:
-        log.error("metrics port %d is taken; metrics are off", settings.worker_metrics_port)
+        start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        log.error("metrics cannot listen on %s port %d (%s); metrics are off", addr, port, exc)
 
 
 @worker_process_shutdown.connect

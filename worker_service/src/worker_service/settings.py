@@ -6,9 +6,17 @@ import ssl
 from email.utils import parseaddr
 from enum import StrEnum
 from functools import cached_property
+from ipaddress import IPv4Address
 from pathlib import Path
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    IPvAnyAddress,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from shared_schemas.settings import CommonSettings
 
@@ -110,6 +118,13 @@ class WorkerSettings(CommonSettings):
         ge=0,
         lt=65536,
         description="Port of the worker's Prometheus endpoint; 0 turns it off.",
+    )
+    # Every interface by default: in a container or a pod the scraper reaches the worker
+    # from outside it. A worker on a shared host (make run) binds 127.0.0.1 instead.
+    worker_metrics_addr: IPvAnyAddress = Field(
+        default=IPv4Address("0.0.0.0"),  # noqa: S104 (deliberate, see above)
+        description="Address the worker's Prometheus endpoint listens on: an IPv4 or "
+        "IPv6 address, e.g. 127.0.0.1 for this host only.",
     )
 
     @property
