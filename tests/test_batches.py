@@ -62,6 +62,7 @@ def test_a_batch_of_three_is_delivered_in_order_and_its_progress_counts(stack: S
     assert progress["total"] == 3
     assert progress["counts"] == {
         "PENDING": 0,
+        "SCHEDULED": 0,
         "STARTED": 0,
         "RETRY": 0,
         "SUCCESS": 3,

@@ -73,6 +73,7 @@ class BatchProgress(BaseModel):
                     "total": 500,
                     "counts": {
                         "PENDING": 120,
+                        "SCHEDULED": 0,
                         "STARTED": 30,
                         "RETRY": 0,
                         "SUCCESS": 348,
