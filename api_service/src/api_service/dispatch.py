@@ -134,12 +134,16 @@ class Dispatcher:
             raise ValueError(f"{task_name!r} is not a task of shared_schemas")
         if not self._messages.is_open:
             await self.open()
+        # A mail's attachments come back as bytes to store beside its message, which
+        # carries a reference (shared_schemas.stored_content); the recorder stores them.
+        kwargs, stored = contract.message(payload, task_id)
         submission = Submission(
             task_name,
-            contract.kwargs(payload),
+            kwargs,
             task_id,
             owner,
             template.model_dump_json() if template is not None else "",
+            stored,
         )
         loop = asyncio.get_running_loop()
         commands = self._messages.commands_for(submission)

@@ -13,7 +13,8 @@ import base64
 import binascii
 import mimetypes
 import re
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -195,9 +196,17 @@ Attachments = Annotated[
 ]
 
 
-def unused_content_ids(attachments: list[Attachment], html: str | None) -> list[tuple[int, str]]:
+class _MaybeInline(Protocol):
+    @property
+    def content_id(self) -> str | None: ...
+
+
+def unused_content_ids(
+    attachments: Sequence[_MaybeInline], html: str | None
+) -> list[tuple[int, str]]:
     """(index, why) for each inline attachment the HTML does not show, or shows twice
-    over (two parts with one id would make ``cid:`` ambiguous)."""
+    over (two parts with one id would make ``cid:`` ambiguous). Attachments inline in
+    the request, or stored beside a queued message (shared_schemas.stored_content)."""
     problems: list[tuple[int, str]] = []
     seen: set[str] = set()
     for index, attachment in enumerate(attachments):
