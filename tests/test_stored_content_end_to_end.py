@@ -141,7 +141,7 @@ def test_a_mail_whose_stored_files_are_gone_fails_and_is_not_sent(
         with quiet_api.client() as client:
             task_id = submit(client, mail_with_files(to, os.urandom(1000)))
         entry = quiet_api.redis.rpop(EMAIL_QUEUE)
-        assert entry is not None
+        assert isinstance(entry, bytes)
     finally:
         quiet_api.redis.flushdb()
     worker_redis = stack.redis.client
