@@ -69,7 +69,7 @@ class ContentRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: Annotated[str, StringConstraints(pattern=rf"^{KEY_PREFIX}[0-9a-f-]{{36}}$")]
+    key: Annotated[str, StringConstraints(pattern=rf"^{KEY_PREFIX}\S{{1,128}}$")]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     attachments: list[StoredAttachment] = Field(min_length=1, max_length=MAX_ATTACHMENTS)
 
