@@ -4,10 +4,12 @@
     python -m bench.content_cost --smoke     # one large mail, a few hundred renders
 
 **Large mails.** A real redis-server and the API under uvicorn, with no worker, so what
-is queued stays: it posts plain mails and mails with one 10 MiB attachment, and reports
-for each kind the POST's wall time (loopback, the upload included), the API process's
-CPU per mail, Redis's ``used_memory`` growth per queued mail and the queue entry's own
-size (``MEMORY USAGE``).
+is queued stays: it posts plain mails, mails with one 100 KiB attachment and mails with
+one 10 MiB attachment, and reports for each kind the POST's wall time (loopback, the
+upload included), the API's and Redis's CPU per mail, Redis's ``used_memory`` growth
+per queued mail (message, record and stored attachments together), the queue entry's
+size and the stored attachments' key (``MEMORY USAGE``; docs/design.md, "Attachments,
+inline images and headers").
 
 **Templates.** In process: ``Renderer.prepare`` (sandboxed Jinja2, compiled once per
 version, then the rendered mail validated again) against a store held in memory, so the
@@ -23,10 +25,10 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,10 @@ import httpx
 import redis
 
 from api_service.template_rendering import Renderer
-from bench.procs import cpu_seconds, start_redis, start_uvicorn
+from bench.procs import Proc, cpu_seconds, start_redis, start_uvicorn
 from shared_schemas.content import MAX_ATTACHMENTS_BYTES
 from shared_schemas.email import SendEmailRequest
+from shared_schemas.stored_content import content_key
 from shared_schemas.tasks import EMAIL_QUEUE
 from shared_schemas.templates import StoredTemplate
 
@@ -45,9 +48,9 @@ API_KEY = "bench-key"
 PLAIN: dict[str, Any] = {"to": "alice@example.com", "subject": "Bench", "body": "Hello. " * 10}
 
 
-def _large_mail() -> dict[str, Any]:
+def _mail_with_file(size: int) -> dict[str, Any]:
     # Random bytes: what compresses nowhere (a PDF, an image) is what a mail carries.
-    data = uuid.uuid4().bytes * (MAX_ATTACHMENTS_BYTES // 16)
+    data = os.urandom(size)
     return {
         **PLAIN,
         "attachments": [{"filename": "big.bin", "content": base64.b64encode(data).decode()}],
@@ -66,12 +69,18 @@ def measure_queue(mails: int, large: int, log_dir: Path) -> dict[str, Any]:
     client = redis.Redis(port=port)
     try:
         headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        results: dict[str, Any] = {}
+        kinds = [
+            ("plain", PLAIN, mails),
+            ("attachment_100kib", _mail_with_file(100 * 1024), mails),
+            ("attachment_10mib", _mail_with_file(MAX_ATTACHMENTS_BYTES), large),
+        ]
         with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
-            plain = _post_many(http, client, api.pid, json.dumps(PLAIN).encode(), mails)
-            body = json.dumps(_large_mail()).encode()
-            big = _post_many(http, client, api.pid, body, large)
-            big["request_bytes"] = len(body)
-        return {"plain": plain, "attachment_10mib": big}
+            for name, mail, count in kinds:
+                body = json.dumps(mail).encode()
+                results[name] = _post_many(http, client, (api, redis_proc), body, count)
+                results[name]["request_bytes"] = len(body)
+        return results
     finally:
         client.close()
         api.stop()
@@ -79,29 +88,36 @@ def measure_queue(mails: int, large: int, log_dir: Path) -> dict[str, Any]:
 
 
 def _post_many(
-    http: httpx.Client, client: redis.Redis, pid: int, body: bytes, count: int
+    http: httpx.Client, client: redis.Redis, procs: tuple[Proc, Proc], body: bytes, count: int
 ) -> dict[str, Any]:
-    client.delete(EMAIL_QUEUE)
+    api, redis_proc = procs
+    client.flushdb()
     http.post("/send-email", content=body).raise_for_status()  # warm-up, not counted
     before = int(client.info("memory")["used_memory"])
-    cpu = cpu_seconds(pid)
+    cpu = cpu_seconds(api.pid), cpu_seconds(redis_proc.pid)
     walls: list[float] = []
+    task_id = ""
     for _ in range(count):
         start = time.perf_counter()
         response = http.post("/send-email", content=body)
         walls.append(time.perf_counter() - start)
         response.raise_for_status()
-    cpu = cpu_seconds(pid) - cpu
+        task_id = response.json()["task_id"]
+    api_cpu = cpu_seconds(api.pid) - cpu[0]
+    redis_cpu = cpu_seconds(redis_proc.pid) - cpu[1]
     grown = int(client.info("memory")["used_memory"]) - before
     entry = client.lindex(EMAIL_QUEUE, 0)
     assert isinstance(entry, bytes)
+    stored = client.memory_usage(content_key(task_id), samples=0)
     return {
         "mails": count,
         "post_ms_median": round(statistics.median(walls) * 1000, 2),
         "post_ms_max": round(max(walls) * 1000, 2),
-        "api_cpu_ms_per_mail": round(cpu / count * 1000, 2),
+        "api_cpu_ms_per_mail": round(api_cpu / count * 1000, 2),
+        "redis_cpu_ms_per_mail": round(redis_cpu / count * 1000, 2),
         "redis_bytes_per_mail": grown // count,
         "queue_entry_bytes": len(entry),
+        "stored_key_bytes": stored or 0,
     }
 
 

@@ -64,7 +64,7 @@ def test_send_task_gives_kombus_commands_for_the_message_and_sends_nothing(
         assert message["headers"]["id"] == submission.task_id
         assert message["headers"]["task"] == SEND_EMAIL
         # Flower and `celery inspect` see the shape of the arguments, not the mail.
-        assert message["headers"]["kwargsrepr"] == "{'email': '<SendEmailRequest>'}"
+        assert message["headers"]["kwargsrepr"] == "{'email': '<QueuedEmail>'}"
         assert message["properties"]["delivery_info"]["routing_key"] == EMAIL_QUEUE
         # A publish outside a batch would block the event loop: the channel refuses it.
         with pytest.raises(RuntimeError, match="TaskMessages"):

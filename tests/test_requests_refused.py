@@ -222,7 +222,7 @@ def test_accepted_task_without_a_worker_stays_pending_and_is_queued(quiet_api: Q
         _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         assert kwargs["email"]["subject"] == VALID["subject"]
         # What Flower and `celery inspect` show: the shape, not the mail.
-        assert headers["kwargsrepr"] == "{'email': '<SendEmailRequest>'}"
+        assert headers["kwargsrepr"] == "{'email': '<QueuedEmail>'}"
         assert headers["argsrepr"] == "()"
     finally:
         quiet_api.redis.flushdb()

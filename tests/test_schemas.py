@@ -45,6 +45,8 @@ def test_contract_kwargs_round_trip() -> None:
     email = SendEmailRequest.model_validate(
         {"to": "a@example.com", "subject": "s", "body": "b", "html": "<p>b</p>"}
     )
-    kwargs = contract.kwargs(email)
+    kwargs, stored = contract.message(email, "0b5f8a52-4c1e-4f4e-9d8f-3a2d1c7b6e01")
     assert list(kwargs) == ["email"]
-    assert contract.payload.model_validate(kwargs["email"]) == email
+    assert stored == []
+    queued = contract.payload.model_validate(kwargs["email"])
+    assert queued.model_dump() == {**email.model_dump(), "content_ref": None}

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from shared_schemas import records
 from shared_schemas.schedule import DUE_KEY, DUE_MESSAGES_KEY
+from shared_schemas.stored_content import content_key
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,16 @@ class Canceller:
             return TooLate(state.decode() if isinstance(state, bytes) else str(state))
         if int(reply[1]):
             await self._unschedule(task_id)
+        await self._drop_content(task_id)
         return Cancelled()
+
+    async def _drop_content(self, task_id: str) -> None:
+        """The mail's stored attachments: no attempt will read them now."""
+        try:
+            await self._results.delete(content_key(task_id))
+        except (RedisError, OSError):
+            # They expire with the record; the worker also drops them when it refuses it.
+            log.warning("could not delete the attachments of %s", task_id, exc_info=True)
 
     async def _unschedule(self, task_id: str) -> None:
         try:

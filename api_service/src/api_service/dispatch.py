@@ -307,15 +307,19 @@ def _submission(
     contract = TASKS[task_name]
     # A payload with a future send_at goes into the due-time index (due_index).
     send_at: datetime | None = getattr(payload, "send_at", None)
+    # A mail's attachments come back as bytes to store beside its message, which
+    # carries a reference (shared_schemas.stored_content); the recorder stores them.
+    kwargs, stored = contract.message(payload, task_id)
     return Submission(
         task_name,
-        contract.kwargs(payload),
+        kwargs,
         task_id,
         owner,
         *labels_of(payload),
         send_at=send_at,
         scheduled=due_index.is_later(send_at),
         template=template.model_dump_json() if template is not None else "",
+        stored=stored,
     )
 
 

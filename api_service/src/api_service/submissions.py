@@ -1,7 +1,8 @@
 """A submission, and the API's record of it, written a batch at a time.
 
 The dispatcher (api_service.dispatch) records every submission of a batch in one round
-trip, before it queues their messages.
+trip, before it queues their messages. A batch with attachments stores their bytes
+first, in one more round trip (shared_schemas.stored_content).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 
 from api_service.errors import BackendUnavailable
 from shared_schemas import records
+from shared_schemas.stored_content import content_key, field_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,8 @@ class Submission:
     """One accepted task: its name, JSON-ready keyword arguments, id and owner; the
     caller's labels (shared_schemas.labels); when it was asked to go out and whether it
     waits in the due-time index until then; the template it was rendered from as JSON
-    ("" when none)."""
+    ("" when none); and the bytes its message refers to, stored under
+    ``content_key(task_id)`` (its attachments, in order)."""
 
     task_name: str
     kwargs: dict[str, Any]
@@ -40,6 +43,7 @@ class Submission:
     send_at: datetime | None = None
     scheduled: bool = False
     template: str = ""
+    stored: Sequence[bytes] = ()
 
     def fields(self, submitted_at: str) -> list[str]:
         """The record's fields and values, flat, as HSET takes them."""
@@ -161,6 +165,11 @@ class SubmissionRecorder:
         result it describes. Each submission's score is one microsecond after the one
         before it, so a batch lists in the order it was submitted.
         """
+        if any(submission.stored for submission in batch):
+            try:
+                await self._store_content(batch)
+            except (RedisError, OSError) as exc:
+                raise BackendUnavailable(f"could not store the attachments: {exc!r}") from exc
         score = score_now()
         now = datetime.fromtimestamp(score / 1e6, UTC)
         submitted_at = now.isoformat()
@@ -197,11 +206,30 @@ class SubmissionRecorder:
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"could not record the submissions: {exc!r}") from exc
 
+    async def _store_content(self, batch: Sequence[Submission]) -> None:
+        """Each submission's attachments, raw, under its content key, before its record
+        and message exist. The key lives as long as the record; the worker
+        deletes it when the task ends (docs/design.md, "Attachments, inline images and
+        headers"). A MULTI, so no key is ever left without its TTL."""
+        now = datetime.now(UTC)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for submission in batch:
+                if not submission.stored:
+                    continue
+                key = content_key(submission.task_id)
+                fields = field_names(len(submission.stored))
+                pipe.hset(key, mapping=dict(zip(fields, submission.stored, strict=True)))
+                # A scheduled mail's files wait with it.
+                pipe.expire(key, submission.ttl(self._result_ttl, now))
+            await pipe.execute()
+
     async def forget(self, task_ids: Sequence[str]) -> None:
         """Undo records whose publish failed, so the ids are not reported as PENDING."""
         if not task_ids:
             return
-        # The callers are already answering 503; if this fails too, the records
-        # expire on their own. Bounded by the client's socket timeout.
+        # The callers are already answering 503; if this fails too, the records and
+        # stored attachments expire on their own. Bounded by the client's socket timeout.
+        keys = [records.record_key(task_id) for task_id in task_ids]
+        keys += [content_key(task_id) for task_id in task_ids]
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.delete(*(records.record_key(task_id) for task_id in task_ids))
+            await self._redis.delete(*keys)

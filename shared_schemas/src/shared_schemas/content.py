@@ -9,12 +9,13 @@ how large mails travel: docs/design.md, "Attachments, inline images and headers"
 
 from __future__ import annotations
 
-import base64
 import binascii
 import mimetypes
 import re
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Protocol
 
+import pybase64
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -50,12 +51,14 @@ def base64_length(decoded: int) -> int:
 def _strict_base64(value: Any) -> Any:
     # pydantic's Base64Bytes skips characters outside the alphabet; a strict decode
     # refuses them, so a truncated or corrupted upload is a 422, not a damaged file.
+    # pybase64 decodes with SIMD, as the standard library's b64decode(validate=True)
+    # would, 30-60 times faster: it runs on the API's event loop.
     if isinstance(value, bytes):
         return value  # already decoded (a model built in code)
     if not isinstance(value, str):
         raise PydanticCustomError("base64_type", "must be a base64 string")
     try:
-        decoded = base64.b64decode(value, validate=True)
+        decoded = pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise PydanticCustomError(
             "base64_decode", "is not valid base64 (RFC 4648, with padding, no line breaks)"
@@ -66,7 +69,7 @@ def _strict_base64(value: Any) -> Any:
 
 
 def _b64encode(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
+    return pybase64.b64encode(value).decode("ascii")
 
 
 # Decoded bytes in the model, base64 in JSON (the request and the task message alike).
@@ -195,9 +198,17 @@ Attachments = Annotated[
 ]
 
 
-def unused_content_ids(attachments: list[Attachment], html: str | None) -> list[tuple[int, str]]:
+class _MaybeInline(Protocol):
+    @property
+    def content_id(self) -> str | None: ...
+
+
+def unused_content_ids(
+    attachments: Sequence[_MaybeInline], html: str | None
+) -> list[tuple[int, str]]:
     """(index, why) for each inline attachment the HTML does not show, or shows twice
-    over (two parts with one id would make ``cid:`` ambiguous)."""
+    over (two parts with one id would make ``cid:`` ambiguous). Attachments inline in
+    the request, or stored beside a queued message (shared_schemas.stored_content)."""
     problems: list[tuple[int, str]] = []
     seen: set[str] = set()
     for index, attachment in enumerate(attachments):

@@ -11,8 +11,9 @@ Message-ID (docs/delivery-guarantees.md, "The windows that remain").
 
 The same round trip (one Lua script) stores the task's SUCCESS in Celery's result
 store, as Celery's own Redis backend would (its meta, its key, its expiry, its
-PUBLISH), and ends the attempt (task_records), so the task does not have Celery store
-it afterwards (``ignore_result``): Celery's store is two more round trips per mail.
+PUBLISH), ends the attempt (task_records) and deletes the mail's stored attachments
+(shared_schemas.stored_content), so the task does not have Celery store it afterwards
+(``ignore_result``): Celery's store is two more round trips per mail.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from redis.exceptions import RedisError
 
 from shared_schemas import records
 from shared_schemas.email import EmailResult
+from shared_schemas.stored_content import content_key
 from worker_service import persist
 from worker_service.lua import run_script
 from worker_service.metrics import LEDGER_WRITE_FAILURES
@@ -34,14 +36,16 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "email-dispatch:delivered:"
 
-# KEYS: the task's delivery mark, its result's key, its record, its lease. ARGV: the
-# mark, its TTL, the result's meta, its TTL, the record's unfinished field, the lease's
-# token. One command where MULTI/SET/SETEX/PUBLISH/EXEC and the attempt's end were more.
+# KEYS: the task's delivery mark, its result's key, its record, its lease, its stored
+# attachments. ARGV: the mark, its TTL, the result's meta, its TTL, the record's
+# unfinished field, the lease's token. One command where MULTI/SET/SETEX/PUBLISH/EXEC,
+# the attempt's end and a DEL were more.
 _MARK_DELIVERED = (
     """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SETEX', KEYS[2], ARGV[4], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
+redis.call('DEL', KEYS[5])
 """
     + END_ATTEMPT_LUA.replace("KEYS[1]", "KEYS[3]")
     .replace("KEYS[2]", "KEYS[4]")
@@ -111,7 +115,7 @@ class DeliveryLedger:
         meta["task_id"] = task_id
         encoded = backend.encode(meta)
         keys = [self.key(task_id), backend.get_key_for_task(task_id)]
-        keys += [records.record_key(task_id), lease_key(task_id)]
+        keys += [records.record_key(task_id), lease_key(task_id), content_key(task_id)]
         args = [result.model_dump_json(), self._ttl, encoded, backend.expires, UNFINISHED, lease]
         try:
             persist.until(

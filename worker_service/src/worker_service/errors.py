@@ -23,3 +23,9 @@ class TransientDeliveryError(Exception):
 
 class AttemptsLost(Exception):
     """The task's attempts kept ending with their worker (killed, out of memory)."""
+
+
+class ContentMissing(Exception):
+    """The mail's attachments, stored beside its message, are gone (their key expired
+    or was deleted) or are not the ones the message names. It is never sent without
+    them: the task fails for good."""

@@ -10,17 +10,19 @@ from celery import Task, shared_task
 from celery.signals import worker_init
 
 from shared_schemas import addresses
-from shared_schemas.email import EmailResult, SendEmailRequest
+from shared_schemas.email import EmailResult
+from shared_schemas.stored_content import QueuedEmail
 from shared_schemas.tasks import SEND_EMAIL
 from worker_service import progress
 from worker_service.backoff import retry_delay
 from worker_service.celery_app import settings
-from worker_service.contract_task import ContractTask
+from worker_service.contract_task import LEASE_MARGIN, ContractTask
 from worker_service.delivery_ledger import DeliveryLedger
 from worker_service.errors import TransientDeliveryError
 from worker_service.message import build_message, message_id_for
 from worker_service.metrics import SMTP_SECONDS
 from worker_service.smtp import Delivery, deliver
+from worker_service.stored_content import with_attachments
 from worker_service.webhook_events import AnnouncingTask
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def _special_use_domains_as_the_api_decided(**_: Any) -> None:
     # mail where the whole result's 1,024 cost ~30 µs (measured).
     resultrepr_maxsize=64,
 )
-def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
+def send_email(self: ContractTask, email: QueuedEmail) -> EmailResult:
     """Deliver one email over SMTP. Celery validates ``email`` against the shared model."""
     task_id: str = self.request.id
     ledger = DeliveryLedger(self.backend.client, self.app.conf.result_expires)
@@ -62,9 +64,13 @@ def send_email(self: ContractTask, email: SendEmailRequest) -> EmailResult:
         log.warning("task %s was delivered before; not sending it again", task_id)
         return prior
 
+    # After the ledger's answer: a delivered mail's attachments were deleted with its
+    # SUCCESS. Kept as long as the record from here on, for this attempt's retries.
+    ttl = self.app.conf.result_expires + int(settings.task_time_limit + LEASE_MARGIN) + 1
+    mail = with_attachments(self, email, deadline, ttl)
     message_id = message_id_for(task_id, settings.sender_address)
     date = prior.sent_at if prior else datetime.now(UTC)
-    message = build_message(email, mail_from=settings.mail_from, message_id=message_id, date=date)
+    message = build_message(mail, mail_from=settings.mail_from, message_id=message_id, date=date)
     last_try = self.request.retries >= self.max_retries
     results: list[EmailResult] = []
 
