@@ -11,69 +11,30 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
-from api_service import logs, openapi_docs, ops_routes, routes
-from api_service.auth import KeyRing
-from api_service.dispatch import Dispatcher
-from api_service.errors import BackendUnavailable, install_error_handlers
-from api_service.idempotency import IdempotencyKeys
+from api_service import logs, services
+from api_service.body_limit import BodyLimitMiddleware
+from api_service.errors import install_error_handlers
 from api_service.metrics import MetricsMiddleware
-from api_service.publisher import TaskMessages, make_producer_app
-from api_service.rate_limit import RateLimiter
-from api_service.redis_clients import connect_async
+from api_service.routes import emails, ops, tasks
 from api_service.settings import ApiSettings
-from api_service.submissions import SubmissionRecorder
-from api_service.task_store import TaskStore
 
 log = logging.getLogger(__name__)
-
-# Status reads, idempotency keys, the rate limit, probes and publishing share these.
-_ASYNC_CONNECTIONS = 64
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.keyring = KeyRing([key.get_secret_value() for key in settings.api_keys])
-        results = connect_async(
-            settings.celery_result_backend, settings.redis_timeout, _ASYNC_CONNECTIONS
-        )
-        broker = (
-            results
-            if settings.celery_broker_url == settings.celery_result_backend
-            else connect_async(
-                settings.celery_broker_url, settings.redis_timeout, _ASYNC_CONNECTIONS
-            )
-        )
-        app.state.broker_redis = broker
-        app.state.task_store = TaskStore(results)
-        app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
-        app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
-        producer_app = make_producer_app(settings)
-        messages = TaskMessages(producer_app)
-        dispatcher = Dispatcher(
-            messages,
-            SubmissionRecorder(results, settings.result_ttl),
-            broker,
-            slot_timeout=settings.redis_timeout,
-        )
-        app.state.dispatcher = dispatcher
-        try:
-            await dispatcher.open()
-        except BackendUnavailable:
-            # Not fatal: /readyz says so, and the first submission tries again.
-            log.warning("Redis did not answer at start-up; publishing will try again")
-        _tune_gc()
-        yield
-        await dispatcher.close()
-        messages.close()
-        producer_app.close()
-        await results.aclose()
-        if broker is not results:
-            await broker.aclose()
+        async with services.opened(settings) as opened:
+            app.state.services = opened
+            _tune_gc()
+            yield
 
-    app = FastAPI(
+    # /docs and /redoc from Swagger UI's and Redoc's files in the fastapi-offline
+    # package: no CDN, so they work air-gapped.
+    app = FastAPIOffline(
         telemetry=_telemetry_config(),
         title="Email dispatch API",
         version="0.1.0",
@@ -83,11 +44,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         ),
         lifespan=lifespan,
     )
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware)  # outermost: it counts the 413s too
     install_error_handlers(app)
-    routes.add_routes(app, settings.max_request_bytes)
-    openapi_docs.install(app)
-    app.include_router(ops_routes.router)
+    app.include_router(emails.router)
+    app.include_router(tasks.router)
+    app.include_router(ops.router)
     return app
 
 
