@@ -137,6 +137,8 @@ def test_a_route_it_does_not_cover_gets_fastapis_handler() -> None:
 def test_dependency_overrides_are_refused_not_skipped() -> None:
     app = _app(LeanRoute)
     app.dependency_overrides[caller] = lambda: "someone"
-    with TestClient(app, raise_server_exceptions=True) as client:
-        with pytest.raises(RuntimeError, match="dependency_overrides"):
-            client.get(f"/item/{uuid.uuid4()}", headers=AUTH)
+    with (
+        TestClient(app, raise_server_exceptions=True) as client,
+        pytest.raises(RuntimeError, match="dependency_overrides"),
+    ):
+        client.get(f"/item/{uuid.uuid4()}", headers=AUTH)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack
 
 VALID: dict[str, Any] = {"to": "alice@example.com", "subject": "Hi", "body": "Hello"}
