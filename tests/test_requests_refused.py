@@ -89,6 +89,16 @@ def test_malformed_json_is_refused(quiet_api: QuietApi) -> None:
     assert quiet_api.redis.dbsize() == 0
 
 
+def test_a_body_that_is_not_utf8_is_refused_as_not_json(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.post(
+            "/send-email", content=b"\xff", headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+    assert quiet_api.redis.dbsize() == 0
+
+
 def test_an_empty_body_is_refused_as_missing(quiet_api: QuietApi) -> None:
     with quiet_api.client() as client:
         response = client.post("/send-email", content=b"")

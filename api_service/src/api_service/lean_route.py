@@ -175,6 +175,17 @@ async def _read_body(request: Request) -> Any:
             "ctx": {"error": exc.msg},
         }
         raise RequestValidationError([problem], body=exc.doc) from exc
+    except UnicodeDecodeError as exc:
+        # FastAPI's handler answers 400 "There was an error parsing the body" here; a
+        # body that is not UTF-8 is not JSON, and a body that is not JSON is a 422.
+        problem = {
+            "type": "json_invalid",
+            "loc": ("body", exc.start),
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": "not UTF-8"},
+        }
+        raise RequestValidationError([problem], body=None) from exc
     except HTTPException:
         raise  # the body limit's 413
     except Exception as exc:
