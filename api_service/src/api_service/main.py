@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -29,7 +28,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with services.opened(settings) as opened:
             app.state.services = opened
-            _tune_gc()
             yield
 
     # /docs and /redoc from Swagger UI's and Redoc's files in the fastapi-offline
@@ -54,18 +52,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.router.routes.extend(router.routes)
     app.include_router(ops.router)
     return app
-
-
-def _tune_gc() -> None:
-    """Once started: what the process made so far lives as long as it does."""
-    # Out of the collector's sight, a full collection no longer walks it: measured under
-    # the enqueue load, full collections went from ~38 ms each (up to 58) to ~3 ms, and
-    # /healthz's p99 under load followed (docs/performance.md).
-    gc.freeze()
-    # A young collection every 10,000 allocations instead of 700: a request allocates a
-    # few hundred objects, so the default collected every request or two, each time
-    # promoting the objects of the requests still in flight. Measured: +7 % submissions/s.
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def _telemetry_config() -> TelemetryConfig:
