@@ -268,6 +268,15 @@ def test_health_and_openapi_with_examples(quiet_api: QuietApi) -> None:
     assert key["maxLength"] == 255
     (path,) = get["parameters"]
     assert (path["name"], path["in"], path["schema"]["format"]) == ("task_id", "path", "uuid")
+    # Every answer a client can get, with its headers.
+    assert set(post["responses"]) == {"202", "401", "409", "413", "415", "422", "429", "503"}
+    assert set(get["responses"]) == {"200", "401", "404", "422", "502", "503"}
+    assert set(post["responses"]["202"]["headers"]) == {"Location", "Idempotent-Replayed"}
+    assert set(post["responses"]["429"]["headers"]) == {"Retry-After"}
+    for operation in (post, get):
+        assert set(operation["responses"]["401"]["headers"]) == {"WWW-Authenticate"}
+        assert set(operation["responses"]["503"]["headers"]) == {"Retry-After"}
+    assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
     for operation in (post, get):
         assert operation["security"] == [{"HTTPBearer": []}]
         problems = operation["responses"]["422"]["content"]["application/json"]["schema"]
