@@ -69,7 +69,7 @@ def test_a_malformed_key_is_422(stack: Stack) -> None:
             "/send-email", json=_mail("c@example.com"), headers={"Idempotency-Key": "a b"}
         )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
+    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
 @pytest.mark.parametrize("redis_ran_it", [True, False], ids=["queued", "not-queued"])

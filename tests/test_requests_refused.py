@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import Request, Response
 
 from api_service.settings import ApiSettings
 from tests.conftest import API_KEY, OTHER_API_KEY, QuietApi, Stack
@@ -95,6 +94,16 @@ def test_malformed_json_is_refused(quiet_api: QuietApi) -> None:
     assert quiet_api.redis.dbsize() == 0
 
 
+def test_a_body_that_is_not_utf8_is_refused_as_not_json(quiet_api: QuietApi) -> None:
+    with quiet_api.client() as client:
+        response = client.post(
+            "/send-email", content=b"\xff", headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+    assert quiet_api.redis.dbsize() == 0
+
+
 def test_an_empty_body_is_refused_as_missing(quiet_api: QuietApi) -> None:
     with quiet_api.client() as client:
         response = client.post("/send-email", content=b"")
@@ -139,7 +148,7 @@ def test_header_and_body_errors_come_in_one_answer(quiet_api: QuietApi) -> None:
         )
     assert response.status_code == 422
     locs = [error["loc"] for error in response.json()["detail"]]
-    assert locs == [["header", "idempotency-key"], ["body", "to", 0]]
+    assert locs == [["header", "Idempotency-Key"], ["body", "to", 0]]
     assert "nope" not in response.text, "the input was echoed back"
     assert quiet_api.redis.dbsize() == 0
 
@@ -149,7 +158,8 @@ def test_oversized_body_is_413(quiet_api: QuietApi) -> None:
     with quiet_api.client() as client:
         response = client.post("/send-email", json=huge)
     assert response.status_code == 413
-    assert response.text == "Content Too Large"
+    # JSON like every other error, though it is answered before the body is read.
+    assert "MAX_REQUEST_BYTES" in response.json()["detail"]
     assert quiet_api.redis.dbsize() == 0
 
 
@@ -165,6 +175,7 @@ def test_oversized_streamed_body_without_length_is_413(quiet_api: QuietApi) -> N
             "/send-email", content=chunks(), headers={"Content-Type": "application/json"}
         )
     assert response.status_code == 413
+    assert "MAX_REQUEST_BYTES" in response.json()["detail"]
     assert quiet_api.redis.dbsize() == 0
 
 
@@ -249,8 +260,6 @@ def test_health_and_openapi_with_examples(quiet_api: QuietApi) -> None:
     assert spec["components"]["schemas"]["TaskAccepted"]["examples"]
     assert get["responses"]["200"]["content"]["application/json"]["example"]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    # The hot routes read their inputs themselves (api_service.request_inputs); the
-    # document still says what they take.
     body = post["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/SendEmailRequest"}
     assert spec["components"]["schemas"]["SendEmailRequest"]["properties"]["to"]
@@ -260,31 +269,20 @@ def test_health_and_openapi_with_examples(quiet_api: QuietApi) -> None:
         "header",
         False,
     )
-    assert header["schema"]["maxLength"] == 255
+    (key, _null) = header["schema"]["anyOf"]
+    assert key["maxLength"] == 255
     (path,) = get["parameters"]
     assert (path["name"], path["in"], path["schema"]["format"]) == ("task_id", "path", "uuid")
+    # Every answer a client can get, with its headers.
+    assert set(post["responses"]) == {"202", "401", "409", "413", "415", "422", "429", "503"}
+    assert set(get["responses"]) == {"200", "401", "404", "422", "502", "503"}
+    assert set(post["responses"]["202"]["headers"]) == {"Location", "Idempotent-Replayed"}
+    assert set(post["responses"]["429"]["headers"]) == {"Retry-After"}
+    for operation in (post, get):
+        assert set(operation["responses"]["401"]["headers"]) == {"WWW-Authenticate"}
+        assert set(operation["responses"]["503"]["headers"]) == {"Retry-After"}
+    assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
     for operation in (post, get):
         assert operation["security"] == [{"HTTPBearer": []}]
         problems = operation["responses"]["422"]["content"]["application/json"]["schema"]
         assert problems == {"$ref": "#/components/schemas/InvalidInput"}
-
-
-def test_a_route_that_calls_its_endpoint_directly_refuses_dependencies() -> None:
-    """The hot routes skip FastAPI's dependency solving; a dependency added to them
-    (or to the whole app) must fail loudly at start-up, not be skipped."""
-    from fastapi import Depends, FastAPI
-
-    from api_service.routes import RequestHandlerRoute
-
-    def guard() -> None:
-        raise AssertionError("never solved")
-
-    app = FastAPI(dependencies=[Depends(guard)])
-    with pytest.raises(TypeError, match="takes only the Request"):
-        app.router.add_api_route("/x", _bare_endpoint, route_class_override=RequestHandlerRoute)
-    plain = FastAPI()
-    plain.router.add_api_route("/x", _bare_endpoint, route_class_override=RequestHandlerRoute)
-
-
-async def _bare_endpoint(request: Request) -> Response:
-    return Response()

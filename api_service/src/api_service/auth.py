@@ -1,19 +1,15 @@
-"""Bearer-key authentication."""
+"""Bearer-key authentication: the ``CurrentCaller`` dependency's check (api_service.deps)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
 
 from fastapi import HTTPException, Request, status
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
 
 SCHEME_NAME = "HTTPBearer"
-SECURITY_SCHEME: dict[str, Any] = {
-    "type": "http",
-    "scheme": "bearer",
-    "description": "An API key from API_KEYS.",
-}
 
 
 class KeyRing:
@@ -35,23 +31,32 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def authenticated_caller(request: Request) -> str:
-    """The fingerprint of the key in ``Authorization: Bearer <key>``, or a 401.
+class BearerKey(SecurityBase):
+    """``Authorization: Bearer <key>`` checked against API_KEYS: the caller's fingerprint,
+    or a 401 with ``WWW-Authenticate: Bearer``.
 
-    Read as FastAPI's ``HTTPBearer`` reads it (the scheme case-insensitive, the key
-    after the first space, stripped). A plain function, not a dependency: the hot routes solve
-    no dependencies (api_service.request_inputs says why).
+    A security scheme (FastAPI documents it, and every route that depends on it, as HTTP
+    bearer) that also checks the key, in one dependency: FastAPI's ``HTTPBearer`` under a
+    dependency checking its credentials would be two (docs/design.md, "API"). The header
+    is read as ``HTTPBearer`` reads it: the scheme case-insensitive, the key after the
+    first space, stripped.
     """
-    header = request.headers.get("authorization")
-    scheme, _, key = (header or "").partition(" ")
-    key = key.strip()
-    if not scheme or not key or scheme.lower() != "bearer":
-        raise _unauthorized("Authorization: Bearer <api key> is required")
-    keyring: KeyRing = request.app.state.keyring
-    owner = keyring.fingerprint_of(key)
-    if owner is None:
-        raise _unauthorized("invalid API key")
-    return owner
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(description="An API key from API_KEYS.")
+        self.scheme_name = SCHEME_NAME
+
+    async def __call__(self, request: Request) -> str:
+        header = request.headers.get("authorization")
+        scheme, _, key = (header or "").partition(" ")
+        key = key.strip()
+        if not scheme or not key or scheme.lower() != "bearer":
+            raise _unauthorized("Authorization: Bearer <api key> is required")
+        keyring: KeyRing = request.app.state.services.keyring
+        owner = keyring.fingerprint_of(key)
+        if owner is None:
+            raise _unauthorized("invalid API key")
+        return owner
 
 
 def _unauthorized(message: str) -> HTTPException:

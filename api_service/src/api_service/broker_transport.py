@@ -11,7 +11,7 @@ redis.asyncio, on the event loop, several submissions' worth per round trip.
 So Celery builds the message, kombu routes and encodes it exactly as it would, and no
 thread blocks on Redis: measured under the enqueue load, a publish thread spent ~195 µs
 per submission against ~120 µs for the same work alone, waiting for the GIL and waking
-up (docs/performance.md).
+up (docs/design.md, "Publishing on the event loop").
 
 Used through Celery's ``broker_transport`` setting, which kombu takes over the URL's
 scheme (it still reads host, password, db and the ``ssl_*`` query from the URL); the

@@ -10,7 +10,7 @@ and an idle one sends a lone submission at once.
 
 No thread: an earlier design published from threads, and measured under the enqueue
 load each submission cost a publish thread ~195 µs against ~120 µs for the same work
-alone, waiting for the GIL and waking up (docs/performance.md).
+alone, waiting for the GIL and waking up (docs/design.md, "Publishing on the event loop").
 
 Why 16 at most: a batch's callers resume together and their next requests arrive
 together, so the event loop works through them in one burst. Measured at 64

@@ -35,6 +35,13 @@ class ContractViolation(Exception):
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if isinstance(exc.body, bytes):
+        # FastAPI hands a body to validation as bytes only when its Content-Type is not
+        # JSON (application/json or application/*+json): that is a 415, not a 422.
+        return JSONResponse(
+            status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            content={"detail": "send the email as JSON, with Content-Type: application/json"},
+        )
     # Each error names where (loc) and what (msg); the input is not echoed back,
     # it may be large or private.
     detail = [

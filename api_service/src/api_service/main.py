@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -11,96 +10,29 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
-from api_service import (
-    logs,
-    openapi_docs,
-    ops_routes,
-    routes,
-    routes_batches,
-    routes_lifecycle,
-    routes_listing,
-    routes_templates,
-    webhook_routes,
-)
-from api_service.auth import KeyRing
-from api_service.batches import Batches
-from api_service.cancel import Canceller
-from api_service.dispatch import Dispatcher
-from api_service.errors import BackendUnavailable, install_error_handlers
-from api_service.idempotency import IdempotencyKeys
+from api_service import logs, services
+from api_service.body_limit import BodyLimitMiddleware
+from api_service.errors import install_error_handlers
 from api_service.metrics import MetricsMiddleware
-from api_service.publisher import TaskMessages, make_producer_app
-from api_service.rate_limit import RateLimiter
-from api_service.redis_clients import connect_async
+from api_service.routes import batches, cancel, emails, listing, ops, tasks, templates, webhooks
 from api_service.settings import ApiSettings
-from api_service.submissions import SubmissionRecorder
-from api_service.task_index import TaskIndex
-from api_service.task_store import TaskStore
-from api_service.template_rendering import Renderer
-from api_service.templates_store import TemplateStore
-from api_service.webhook_store import WebhookStore
-from api_service.webhook_targets import TargetCheck
 
 log = logging.getLogger(__name__)
-
-# Status reads, idempotency keys, the rate limit, probes and publishing share these.
-_ASYNC_CONNECTIONS = 64
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.keyring = KeyRing([key.get_secret_value() for key in settings.api_keys])
-        results = connect_async(
-            settings.celery_result_backend, settings.redis_timeout, _ASYNC_CONNECTIONS
-        )
-        broker = (
-            results
-            if settings.celery_broker_url == settings.celery_result_backend
-            else connect_async(
-                settings.celery_broker_url, settings.redis_timeout, _ASYNC_CONNECTIONS
-            )
-        )
-        app.state.broker_redis = broker
-        app.state.task_store = TaskStore(results)
-        # Tags, listing and batches (docs/design.md, "Listing tasks", "Batches").
-        app.state.task_index = TaskIndex(results, app.state.task_store)
-        app.state.batches = Batches(results, settings.result_ttl)
-        app.state.idempotency = IdempotencyKeys(results, settings.idempotency_ttl)
-        app.state.rate_limiter = RateLimiter(results, settings.rate_limit_per_minute)
-        app.state.webhooks = WebhookStore(results)
-        app.state.webhook_targets = TargetCheck(
-            settings.webhook_allow_private_networks, settings.webhook_timeout
-        )
-        app.state.template_store = TemplateStore(results)
-        app.state.template_renderer = Renderer(app.state.template_store)
-        app.state.canceller = Canceller(results, broker)  # DELETE /tasks/{id}
-        producer_app = make_producer_app(settings)
-        messages = TaskMessages(producer_app)
-        dispatcher = Dispatcher(
-            messages,
-            SubmissionRecorder(results, settings.result_ttl),
-            broker,
-            slot_timeout=settings.redis_timeout,
-        )
-        app.state.dispatcher = dispatcher
-        try:
-            await dispatcher.open()
-        except BackendUnavailable:
-            # Not fatal: /readyz says so, and the first submission tries again.
-            log.warning("Redis did not answer at start-up; publishing will try again")
-        _tune_gc()
-        yield
-        await dispatcher.close()
-        messages.close()
-        producer_app.close()
-        await results.aclose()
-        if broker is not results:
-            await broker.aclose()
+        async with services.opened(settings) as opened:
+            app.state.services = opened
+            yield
 
-    app = FastAPI(
+    # /docs and /redoc from Swagger UI's and Redoc's files in the fastapi-offline
+    # package: no CDN, so they work air-gapped.
+    app = FastAPIOffline(
         telemetry=_telemetry_config(),
         title="Email dispatch API",
         version="0.1.0",
@@ -110,29 +42,27 @@ def create_app(settings: ApiSettings) -> FastAPI:
         ),
         lifespan=lifespan,
     )
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_size=settings.max_request_bytes,
+        per_path={
+            "/send-email/batch": (settings.max_batch_request_bytes, "MAX_BATCH_REQUEST_BYTES")
+        },
+    )
+    app.add_middleware(MetricsMiddleware)  # outermost: it counts the 413s too
     install_error_handlers(app)
-    routes.add_routes(app, settings.max_request_bytes)
-    openapi_docs.install(app)
-    app.include_router(ops_routes.router)
-    app.include_router(webhook_routes.router)
-    app.include_router(routes_templates.router)
-    app.include_router(routes_lifecycle.router)  # DELETE /tasks/{id}: cancel
-    app.include_router(routes_listing.router)
-    app.include_router(routes_batches.build_router(settings.max_batch_request_bytes))
+    # The hot routes go into the app's own route table rather than through
+    # include_router: FastAPI matches an included router's routes twice a request
+    # (docs/design.md, "Shortcuts kept, and what each saves").
+    for router in (emails.router, tasks.router):
+        app.router.routes.extend(router.routes)
+    app.include_router(ops.router)
+    app.include_router(batches.router)
+    app.include_router(listing.router)
+    app.include_router(cancel.router)
+    app.include_router(templates.router)
+    app.include_router(webhooks.router)
     return app
-
-
-def _tune_gc() -> None:
-    """Once started: what the process made so far lives as long as it does."""
-    # Out of the collector's sight, a full collection no longer walks it: measured under
-    # the enqueue load, full collections went from ~38 ms each (up to 58) to ~3 ms, and
-    # /healthz's p99 under load followed (docs/performance.md).
-    gc.freeze()
-    # A young collection every 10,000 allocations instead of 700: a request allocates a
-    # few hundred objects, so the default collected every request or two, each time
-    # promoting the objects of the requests still in flight. Measured: +7 % submissions/s.
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def _telemetry_config() -> TelemetryConfig:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api_service import auth
-from api_service.auth import authenticated_caller
+from api_service.deps import CurrentCaller, ServicesDep
 from api_service.task_index import BadCursor, Cursor, TaskIndex
 from api_service.task_store import TaskStore
 from shared_schemas.labels import Tag
@@ -59,14 +59,12 @@ class TaskPage(BaseModel):
 router = APIRouter()
 
 
-def _index(request: Request) -> TaskIndex:
-    index: TaskIndex = request.app.state.task_index
-    return index
+async def _index(services: ServicesDep) -> TaskIndex:
+    return services.task_index
 
 
-def _store(request: Request) -> TaskStore:
-    store: TaskStore = request.app.state.task_store
-    return store
+async def _store(services: ServicesDep) -> TaskStore:
+    return services.task_store
 
 
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -86,7 +84,7 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     openapi_extra={"security": _SECURITY},
 )
 async def list_tasks(
-    owner: Annotated[str, Depends(authenticated_caller)],
+    owner: CurrentCaller,
     index: Annotated[TaskIndex, Depends(_index)],
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Tasks per page.")] = 20,
     cursor: Annotated[
@@ -128,7 +126,7 @@ async def list_tasks(
     openapi_extra={"security": _SECURITY},
 )
 async def get_task(
-    owner: Annotated[str, Depends(authenticated_caller)],
+    owner: CurrentCaller,
     store: Annotated[TaskStore, Depends(_store)],
     task_id: Annotated[uuid.UUID, Path(description="The id POST /send-email returned.")],
 ) -> Response:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
+from fastapi import APIRouter, HTTPException, Path, status
 from redis.exceptions import RedisError
 
 from api_service import auth
-from api_service.auth import authenticated_caller
-from api_service.cancel import REASON, Canceller, TooLate, Unknown
+from api_service.cancel import REASON, TooLate, Unknown
+from api_service.deps import CurrentCaller, ServicesDep
 from api_service.events import announce_cancelled
-from api_service.task_store import CANCELLED_ERROR, TaskStore
+from api_service.task_store import CANCELLED_ERROR
 from shared_schemas.status import TaskStatus
 from shared_schemas.tasks import SEND_EMAIL
 
@@ -31,16 +31,6 @@ _CANCELLED_EXAMPLE: dict[str, Any] = {
     "result": None,
     "error": {"type": CANCELLED_ERROR, "message": REASON.format(task_id=_EXAMPLE_ID)},
 }
-
-
-def _canceller(request: Request) -> Canceller:
-    canceller: Canceller = request.app.state.canceller
-    return canceller
-
-
-def _store(request: Request) -> TaskStore:
-    store: TaskStore = request.app.state.task_store
-    return store
 
 
 def _detail(example: str) -> dict[str, Any]:
@@ -73,18 +63,16 @@ def _detail(example: str) -> dict[str, Any]:
     openapi_extra={"security": [{auth.SCHEME_NAME: []}]},
 )
 async def cancel_task(
-    request: Request,
     task_id: Annotated[uuid.UUID, Path(description="The id POST /send-email returned.")],
-    owner: Annotated[str, Depends(authenticated_caller)],
-    canceller: Annotated[Canceller, Depends(_canceller)],
-    store: Annotated[TaskStore, Depends(_store)],
+    owner: CurrentCaller,
+    services: ServicesDep,
 ) -> TaskStatus:
     """Cancels the task while it has not started: `PENDING`, `SCHEDULED`, or waiting
     for a retry (`RETRY`). The mail is then never sent, even if a worker has already
     taken its message, and its status is `REVOKED` with the error type `Cancelled`."""
     task = str(task_id)
     try:
-        outcome = await canceller.cancel(task, owner)
+        outcome = await services.canceller.cancel(task, owner)
         if isinstance(outcome, Unknown):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task}")
         if isinstance(outcome, TooLate):
@@ -93,7 +81,7 @@ async def cancel_task(
             else:
                 why = f"it has finished ({outcome.finished})"
             raise HTTPException(status.HTTP_409_CONFLICT, f"task {task}: {why}; too late to cancel")
-        found = await store.status(task, owner)
+        found = await services.task_store.status(task, owner)
     except (RedisError, OSError) as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -104,5 +92,5 @@ async def cancel_task(
     if found is None:  # expired in between
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task}")
     # Only this path: a 404 or 409 cancelled nothing.
-    await announce_cancelled(request.app.state.dispatcher, request.app.state.webhooks, owner, found)
+    await announce_cancelled(services.dispatcher, services.webhooks, owner, found)
     return found

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api_service.auth import SCHEME_NAME, authenticated_caller
+from api_service.auth import SCHEME_NAME
+from api_service.deps import CurrentCaller, ServicesDep
 from api_service.webhook_store import Endpoint, WebhookStore
 from api_service.webhook_targets import TargetCheck, TargetRefused
 from shared_schemas.webhook_urls import MAX_URL_LENGTH, url_problem
@@ -68,17 +69,15 @@ class WebhookEndpoint(BaseModel):
     )
 
 
-def _store(request: Request) -> WebhookStore:
-    store: WebhookStore = request.app.state.webhooks
-    return store
+async def _store(services: ServicesDep) -> WebhookStore:
+    return services.webhooks
 
 
-def _targets(request: Request) -> TargetCheck:
-    targets: TargetCheck = request.app.state.webhook_targets
-    return targets
+async def _targets(services: ServicesDep) -> TargetCheck:
+    return services.webhook_targets
 
 
-Owner = Annotated[str, Depends(authenticated_caller)]
+Owner = CurrentCaller
 Store = Annotated[WebhookStore, Depends(_store)]
 Targets = Annotated[TargetCheck, Depends(_targets)]
 

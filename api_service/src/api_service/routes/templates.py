@@ -1,19 +1,18 @@
 """``/templates``: each API key's stored templates (api_service.templates_store).
 
-FastAPI's usual way (typed parameters, ``Depends``, response models): these are not hot
-paths, unlike ``POST /send-email`` and ``GET /task-status`` (api_service.request_inputs).
+Not hot paths: FastAPI's usual way throughout.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from api_service import auth
-from api_service.auth import authenticated_caller
-from api_service.template_rendering import Renderer, compile_problems
+from api_service.deps import CurrentCaller, ServicesDep
+from api_service.template_rendering import compile_problems
 from api_service.templates_store import TemplateStore, TooManyTemplates
 from shared_schemas.content import TemplateName
 from shared_schemas.templates import (
@@ -28,18 +27,12 @@ from shared_schemas.templates import (
 MAX_TEMPLATE_REQUEST_BYTES = 8 * 1024 * 1024
 
 
-def template_store(request: Request) -> TemplateStore:
-    store: TemplateStore = request.app.state.template_store
-    return store
+async def _templates(services: ServicesDep) -> TemplateStore:
+    return services.templates
 
 
-def template_renderer(request: Request) -> Renderer:
-    renderer: Renderer = request.app.state.template_renderer
-    return renderer
-
-
-Caller = Annotated[str, Depends(authenticated_caller)]
-Store = Annotated[TemplateStore, Depends(template_store)]
+Caller = CurrentCaller
+Store = Annotated[TemplateStore, Depends(_templates)]
 Name = Annotated[TemplateName, Path(description="Letters, digits, '.', '_', '-'; up to 64.")]
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
