@@ -135,7 +135,7 @@ def test_every_bad_message_is_reported_at_once(quiet_api: QuietApi) -> None:
         )
     assert response.status_code == 422
     assert [problem["loc"] for problem in response.json()["detail"]] == [
-        ["header", "idempotency-key"],
+        ["header", "Idempotency-Key"],
         ["body", "messages", 1, "subject"],
         ["body", "messages", 3, "to", 0],
     ]
@@ -220,7 +220,8 @@ def test_openapi_documents_the_new_routes_with_examples(quiet_api: QuietApi) -> 
         spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
     post = spec["paths"]["/send-email/batch"]["post"]
-    body = post["requestBody"]["content"]["application/json"]["schema"]
+    ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = schemas[ref.rsplit("/", 1)[1]]
     assert body["properties"]["messages"]["items"] == {
         "$ref": "#/components/schemas/SendEmailRequest"
     }

@@ -95,14 +95,14 @@ _TOO_MANY_KEYS = {f"k{i}": "v" for i in range(21)}
         ({"tags": ["ok", ""]}, ["body", "tags", 1], "at least 1"),
         ({"tags": ["a\nb"]}, ["body", "tags", 0], "control characters"),
         ({"tags": ["dup", "dup"]}, ["body", "tags"], "once"),
-        ({"tags": "one"}, ["body", "tags"], "array"),
+        ({"tags": "one"}, ["body", "tags"], "list"),
         ({"metadata": _TOO_MANY_KEYS}, ["body", "metadata"], "at most 20"),
         ({"metadata": {"k" * 65: "v"}}, ["body", "metadata", "k" * 65, "[key]"], "at most 64"),
         ({"metadata": {"": "v"}}, ["body", "metadata", "", "[key]"], "at least 1"),
         ({"metadata": {"k": "v" * 257}}, ["body", "metadata", "k"], "at most 256"),
         ({"metadata": {"k": 7}}, ["body", "metadata", "k"], "string"),
         ({"metadata": {"k": "\x1b[31m"}}, ["body", "metadata", "k"], "control characters"),
-        ({"metadata": ["k", "v"]}, ["body", "metadata"], "object"),
+        ({"metadata": ["k", "v"]}, ["body", "metadata"], "dictionary"),
     ],
 )
 def test_labels_past_their_limits_are_422_and_queue_nothing(

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, status
 from redis.exceptions import RedisError
 
-from api_service import auth
 from api_service.cancel import REASON, TooLate, Unknown
 from api_service.deps import CurrentCaller, ServicesDep
 from api_service.events import announce_cancelled
@@ -60,7 +59,6 @@ def _detail(example: str) -> dict[str, Any]:
             "description": "Redis did not answer; the task may not be cancelled. Retry.",
         },
     },
-    openapi_extra={"security": [{auth.SCHEME_NAME: []}]},
 )
 async def cancel_task(
     task_id: Annotated[uuid.UUID, Path(description="The id POST /send-email returned.")],

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from api_service import auth
 from api_service.deps import CurrentCaller, ServicesDep
 from api_service.task_index import BadCursor, Cursor, TaskIndex
 from api_service.task_store import TaskStore
@@ -18,7 +17,6 @@ from shared_schemas.labels import Tag
 from shared_schemas.status import TaskState, TaskStatus
 
 MAX_PAGE = 100
-_SECURITY: list[dict[str, list[str]]] = [{auth.SCHEME_NAME: []}]
 _EXAMPLE_ID = "0b5f8a52-4c1e-4f4e-9d8f-3a2d1c7b6e01"
 _EXAMPLE_TASK: dict[str, Any] = {
     "task_id": _EXAMPLE_ID,
@@ -81,7 +79,6 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: {"description": "A parameter is out of range or malformed."},
         **_AUTH_RESPONSES,
     },
-    openapi_extra={"security": _SECURITY},
 )
 async def list_tasks(
     owner: CurrentCaller,
@@ -123,7 +120,6 @@ async def list_tasks(
         422: {"description": "The task id is not a UUID."},
         **_AUTH_RESPONSES,
     },
-    openapi_extra={"security": _SECURITY},
 )
 async def get_task(
     owner: CurrentCaller,

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from api_service import auth
 from api_service.deps import CurrentCaller, ServicesDep
 from api_service.template_rendering import compile_problems
 from api_service.templates_store import TemplateStore, TooManyTemplates
@@ -39,7 +38,6 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or unknown API key (with a WWW-Authenticate header)."},
     503: {"description": "Redis did not answer; nothing was changed. Retry later."},
 }
-_SECURED: dict[str, Any] = {"security": [{auth.SCHEME_NAME: []}]}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "This API key has no template of that name."}
 }
@@ -56,7 +54,6 @@ router = APIRouter(prefix="/templates", tags=["templates"])
         409: {"description": f"This API key keeps {MAX_TEMPLATES_PER_KEY} templates already."},
         422: {"description": "Not a valid template: detail says which part and line."},
     },
-    openapi_extra=_SECURED,
     max_body_size=MAX_TEMPLATE_REQUEST_BYTES,
 )
 async def put_template(name: Name, body: TemplateBody, owner: Caller, store: Store) -> Any:
@@ -81,7 +78,6 @@ async def put_template(name: Name, body: TemplateBody, owner: Caller, store: Sto
     response_model=StoredTemplate,
     summary="A stored template",
     responses={**_RESPONSES, **_NOT_FOUND},
-    openapi_extra=_SECURED,
 )
 async def get_template(name: Name, owner: Caller, store: Store) -> Any:
     found = await store.get(owner, name)
@@ -96,7 +92,6 @@ async def get_template(name: Name, owner: Caller, store: Store) -> Any:
     response_class=Response,
     summary="Remove a template",
     responses={**_RESPONSES, **_NOT_FOUND},
-    openapi_extra=_SECURED,
 )
 async def delete_template(name: Name, owner: Caller, store: Store) -> Response:
     """Removes it. Mails already accepted are not affected; its version numbers are not
@@ -111,7 +106,6 @@ async def delete_template(name: Name, owner: Caller, store: Store) -> Response:
     response_model=TemplateList,
     summary="The caller's templates",
     responses=_RESPONSES,
-    openapi_extra=_SECURED,
 )
 async def list_templates(owner: Caller, store: Store) -> Any:
     return TemplateList(templates=await store.names(owner))

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api_service.auth import SCHEME_NAME
 from api_service.deps import CurrentCaller, ServicesDep
 from api_service.webhook_store import Endpoint, WebhookStore
 from api_service.webhook_targets import TargetCheck, TargetRefused
@@ -27,7 +26,6 @@ _EXAMPLE: dict[str, Any] = {
     "updated_at": "2026-11-22T10:00:00.000000+00:00",
     "events": [event.value for event in EventType],
 }
-_SECURITY: dict[str, Any] = {"security": [{SCHEME_NAME: []}]}
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or unknown API key (with a WWW-Authenticate header)."},
     503: {"description": "Redis did not answer; nothing was changed. Retry later."},
@@ -105,7 +103,6 @@ def _shown(endpoint: Endpoint) -> WebhookEndpoint:
         },
         **_AUTH_RESPONSES,
     },
-    openapi_extra=_SECURITY,
 )
 async def put_webhook(
     registration: WebhookRegistration,
@@ -134,7 +131,6 @@ async def put_webhook(
     response_model=WebhookEndpoint,
     summary="This API key's webhook endpoint",
     responses={404: {"description": "No endpoint is registered."}, **_AUTH_RESPONSES},
-    openapi_extra=_SECURITY,
 )
 async def get_webhook(owner: Owner, store: Store) -> WebhookEndpoint:
     endpoint = await store.get(owner)
@@ -152,7 +148,6 @@ async def get_webhook(owner: Owner, store: Store) -> WebhookEndpoint:
         404: {"description": "No endpoint is registered."},
         **_AUTH_RESPONSES,
     },
-    openapi_extra=_SECURITY,
 )
 async def delete_webhook(owner: Owner, store: Store) -> Response:
     if not await store.delete(owner):
