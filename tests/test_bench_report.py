@@ -1,5 +1,5 @@
 """The benchmark's best-of-rounds rule (bench.report.best_of), and the arithmetic of its
-relay rounds' targets."""
+relay rounds' targets and the batch target."""
 
 from __future__ import annotations
 
@@ -52,3 +52,18 @@ def test_the_relay_targets_of_issue_15() -> None:
     assert holds == [True, False, True, False]  # the larger RSS counts; 31 > 30
     fig["relay.rss_rtt50_peak_mb"] = None
     assert verdicts(fig, RELAY_TARGETS)[1]["holds"] is None  # not measured: no verdict
+
+
+def test_the_batch_target_of_issue_18_is_a_verdict_not_a_broken_run() -> None:
+    from bench.report import TARGETS
+
+    (batch,) = [t for t in TARGETS if t.name.startswith("Batches of 500")]
+    fig: dict[str, float | None] = {
+        "project.batch_mails_per_s": 13_042.0,
+        "project.batch_single_mails_per_s": 1_313.0,
+    }
+    (verdict,) = verdicts(fig, [batch])
+    assert round(verdict["measured"], 1) == 9.9
+    assert verdict["holds"] is False
+    fig["project.batch_mails_per_s"] = 15_210.0
+    assert verdicts(fig, [batch])[0]["holds"] is True

@@ -78,7 +78,7 @@ def test_bench_smoke_run_reports_every_figure(tmp_path: Path) -> None:
         assert key in figures, key
         assert isinstance(figures[key], int | float), f"{key} was not measured: {figures[key]}"
         assert figures[key] >= 0, key
-    assert len(result["targets"]) == 8, "one verdict per target of the issue"
+    assert len(result["targets"]) == 9, "one verdict per target of the issues"
     # The relay rounds (issue #15): the shipped worker command, relay on localhost and
     # 50 ms away, then three nodes with SMTP_RATE_LIMIT.
     from bench.report import RELAY_FIGURES
