@@ -133,22 +133,19 @@ def _as_json(messages: Sequence[tuple[str, int, list[BrokerCommand]]]) -> tuple[
     """ARGV[2] and ARGV[3] of _QUEUE_ONCE_JSON."""
     spilled: list[bytes] = []
     end = 0  # of ARGV[3] so far, in bytes; Lua counts from 1
-
-    def spill(arg: object) -> object:
-        nonlocal end
-        if not isinstance(arg, str) or len(arg) < SPILL_FROM:
-            return arg
-        data = arg.encode()
-        spilled.append(data)
-        end += len(data)
-        return [end - len(data) + 1, end]
-
-    group = [
-        [
-            marker_key(task_id),
-            marker_ttl,
-            [[name, *(spill(arg) for arg in args)] for name, args in commands],
-        ]
-        for task_id, marker_ttl, commands in messages
-    ]
+    group: list[list[object]] = []
+    for task_id, marker_ttl, commands in messages:
+        encoded: list[list[object]] = []
+        for name, args in commands:
+            command: list[object] = [name]
+            for arg in args:
+                if isinstance(arg, str) and len(arg) >= SPILL_FROM:
+                    data = arg.encode()
+                    spilled.append(data)
+                    command.append([end + 1, end + len(data)])
+                    end += len(data)
+                else:
+                    command.append(arg)
+            encoded.append(command)
+        group.append([marker_key(task_id), marker_ttl, encoded])
     return json.dumps(group), b"".join(spilled)
