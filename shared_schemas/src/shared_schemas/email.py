@@ -34,9 +34,12 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+# Any control character in a header (CR and LF above all) could smuggle a header in.
+_LINE_BREAK = re.compile("[\r\n\x00\v\f\u2028\u2029\x85]")
+
+
 def _single_line(value: str) -> str:
-    # Any control character in a header (CR and LF above all) could smuggle a header in.
-    if any(ch in value for ch in "\r\n\x00\v\f\u2028\u2029\x85"):
+    if _LINE_BREAK.search(value):
         raise ValueError("must be a single line: line breaks and NUL are not allowed")
     return value
 
