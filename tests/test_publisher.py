@@ -231,3 +231,46 @@ def test_the_same_batch_written_twice_queues_each_message_once(
         assert 60 < store.ttl(marker_key("task-3")) <= 600  # each message's own
     finally:
         store.flushdb()
+
+
+def test_a_large_group_queues_exactly_what_the_argument_path_does(
+    redis_server: RedisServer,
+) -> None:
+    """A group from publish_once.JSON_FROM on goes as JSON with its long strings raw
+    beside it: the same commands must leave the same keys, byte for byte."""
+    store = redis.Redis(port=redis_server.port, db=DB)
+    count = publish_once.JSON_FROM + 8
+    long = '{"body": "é\\u00e9 \\"quoted\\" ' + "x" * publish_once.SPILL_FROM + '"}'
+
+    def group(queue: str) -> list[tuple[str, int, list[tuple[str, tuple[str, ...]]]]]:
+        return [
+            (
+                f"{queue}-{n}",
+                60,
+                [
+                    ("lpush", (queue, f"{long}-{n}")),
+                    ("hset", (f"{queue}:h", f"field-{n}", "short ü")),
+                ],
+            )
+            for n in range(count)
+        ]
+
+    async def main() -> None:
+        broker = connect_async(redis_server.url(DB), 2, 2)
+        publish = PublishOnce(broker)
+        try:
+            await publish(group("large"))  # one group: the JSON path
+            for one in group("small"):  # one at a time: the argument path
+                await publish([one])
+            await publish(group("large"))  # sent again: nothing twice
+        finally:
+            await broker.aclose()
+
+    try:
+        asyncio.run(main())
+        assert store.lrange("large", 0, -1) == store.lrange("small", 0, -1)
+        assert store.llen("large") == count
+        assert store.lindex("large", -1) == f"{long}-0".encode()
+        assert store.hgetall("large:h") == store.hgetall("small:h")
+    finally:
+        store.flushdb()
