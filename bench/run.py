@@ -487,10 +487,16 @@ class Bench:
             run.count(m) for m in ("enqueue_ok", "enqueue_bad", "health_ok", "health_bad")
         )
         if run.count("enqueue_bad") or run.count("health_bad"):
-            self.errors.append(
+            bad = (
                 f"{prefix} enqueue: {run.count('enqueue_bad')} POSTs and "
                 f"{run.count('health_bad')} /healthz probes got an unexpected answer"
             )
+            # The tutorial baseline's /healthz can time out under its own load: that is
+            # what its p99 measures, not a broken run. Anything else's wrong answer is.
+            if prefix == "baseline" and not run.count("enqueue_bad"):
+                self.notes.append(bad)
+            else:
+                self.errors.append(bad)
         key = "floor.constant" if prefix == "floor" else f"{prefix}.enqueue"
         health = (
             "floor.constant_healthz_p99_ms" if prefix == "floor" else f"{prefix}.healthz_p99_ms"
