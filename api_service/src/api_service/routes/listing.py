@@ -11,29 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api_service.deps import CurrentCaller, ServicesDep
+from api_service.models import STATUS_EXAMPLE
 from api_service.task_index import BadCursor, Cursor, TaskIndex
 from api_service.task_store import TaskStore
 from shared_schemas.labels import Tag
 from shared_schemas.status import TaskState, TaskStatus
 
 MAX_PAGE = 100
-_EXAMPLE_ID = "0b5f8a52-4c1e-4f4e-9d8f-3a2d1c7b6e01"
+# A status as GET /task-status shows it, with the labels a listing is filtered by.
 _EXAMPLE_TASK: dict[str, Any] = {
-    "task_id": _EXAMPLE_ID,
-    "task": "email.send",
-    "status": "SUCCESS",
-    "submitted_at": "2026-11-22T10:00:00.000000+00:00",
-    "started_at": "2026-11-22T10:00:00.004000+00:00",
-    "finished_at": "2026-11-22T10:00:00.020000+00:00",
-    "retries": 0,
-    "result": {
-        "message_id": f"<{_EXAMPLE_ID}@example.com>",
-        "accepted": ["alice@example.com"],
-        "rejected": [],
-        "deferred": [],
-        "sent_at": "2026-11-22T10:00:00.019000+00:00",
-    },
-    "error": None,
+    **STATUS_EXAMPLE,
     "tags": ["receipt"],
     "metadata": {"order_id": "A-1042"},
 }
