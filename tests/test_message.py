@@ -191,3 +191,22 @@ def test_display_names_are_written_as_the_standard_library_writes_them() -> None
     assert names(ascii_mail, "Cc") == [('Dr. "Q" Who', "who@example.com")]
     assert names(ascii_mail, "Reply-To") == [("Support, Team", "support@example.org")]
     assert names(unicode_mail, "Cc") == [("Zoë Ünï", "zoe@exämple.de")]
+
+
+def test_a_retry_rebuilds_the_message_with_the_first_ones_date() -> None:
+    """The relay took the first message a second after it was built, deferring one
+    recipient: the retry, built from the result so far, carries the same Date header."""
+    from shared_schemas.email import RejectedRecipient
+    from worker_service import progress
+    from worker_service.smtp import Delivery
+
+    mail = SendEmailRequest.model_validate(
+        {"to": ["alice@example.com", "carol@example.com"], "subject": "s", "body": "b"}
+    )
+    built = datetime(2026, 12, 3, 10, 26, 9, 990_000, tzinfo=UTC)
+    first = build_message(mail, mail_from="a@example.org", message_id="<m@x>", date=built)
+    carol = RejectedRecipient(address="carol@example.com", code=450, reason="Greylisted")
+    delivery = Delivery(accepted=["alice@example.com"], deferred=[carol])
+    so_far = progress.merged(None, delivery, "<m@x>", built)
+    retry = build_message(mail, mail_from="a@example.org", message_id="<m@x>", date=so_far.sent_at)
+    assert retry["Date"] == first["Date"]

@@ -9,7 +9,7 @@ recipients are reported as rejected, with the relay's last reply.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from shared_schemas.email import EmailResult, RejectedRecipient
 from worker_service.smtp import Delivery
@@ -22,14 +22,20 @@ def still_to_send(prior: EmailResult | None, recipients: list[str]) -> list[str]
     return [refusal.address for refusal in prior.deferred]
 
 
-def merged(prior: EmailResult | None, delivery: Delivery, message_id: str) -> EmailResult:
-    """The result so far, after this attempt's ``delivery``."""
+def merged(
+    prior: EmailResult | None, delivery: Delivery, message_id: str, date: datetime
+) -> EmailResult:
+    """The result so far, after this attempt's ``delivery`` of the message dated ``date``.
+
+    ``sent_at`` is the first message's Date, so that a retry, which rebuilds the message
+    from it, carries the same Date header even when the relay took the first one in a
+    later second than it was built."""
     return EmailResult(
         message_id=message_id,
         accepted=[*(prior.accepted if prior else []), *delivery.accepted],
         rejected=[*(prior.rejected if prior else []), *delivery.rejected],
         deferred=delivery.deferred,
-        sent_at=prior.sent_at if prior else datetime.now(UTC),
+        sent_at=prior.sent_at if prior else date,
     )
 
 

@@ -75,7 +75,7 @@ def send_email(self: ContractTask, email: QueuedEmail) -> EmailResult:
     results: list[EmailResult] = []
 
     def on_accepted(delivery: Delivery) -> None:
-        result = progress.merged(prior, delivery, message_id)
+        result = progress.merged(prior, delivery, message_id, date)
         if last_try:
             result = progress.given_up(result, self.request.retries)
         if result.deferred:
