@@ -1,10 +1,11 @@
 """Record each submission and queue its task, several submissions per Redis round trip.
 
-Group commit on the event loop. ``submit`` builds the task's message with Celery's
-``send_task`` (api_service.publisher: by name, no I/O) and waits; one writer task takes
-every submission waiting (up to ``max_batch``), records them all in one round trip and
-queues all their messages in a second, each at most once (api_service.publish_once),
-so a batch whose connection dropped can be sent again. Submissions arriving meanwhile
+Group commit on the event loop. ``submit`` waits; one writer task takes every
+submission waiting (up to ``max_batch``), builds their messages (Celery's ``send_task``
+for the first, by name and with no I/O, api_service.publisher; copies of it for the
+others, api_service.message_copies), records them all in one round trip and queues all
+their messages in a second, each at most once (api_service.publish_once), so a batch
+whose connection dropped can be sent again. Submissions arriving meanwhile
 go in the next batch, so a busy API pays two round trips per batch, not per submission,
 and an idle one sends a lone submission at once.
 
@@ -65,7 +66,8 @@ class Recorder(Protocol):
 
 @dataclass(eq=False, slots=True)
 class _Waiting:
-    """A submission on its way, its broker commands, and the future its caller awaits."""
+    """A submission on its way, its broker commands (built once it is taken), and the
+    future its caller awaits."""
 
     submission: Submission
     commands: list[BrokerCommand]
@@ -139,8 +141,8 @@ class Dispatcher:
             await self.open()
         submission = _submission(task_name, payload, task_id, owner, template)
         loop = asyncio.get_running_loop()
-        commands = _scheduled(submission, self._messages.commands_for(submission))
-        waiting = _Waiting(submission, commands, known_for, loop.create_future())
+        # Its message is built by the writer, with the rest of its batch (_commands_for).
+        waiting = _Waiting(submission, [], known_for, loop.create_future())
         self._waiting.append(waiting)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_while_waiting())
@@ -188,18 +190,12 @@ class Dispatcher:
             _submission(task_name, payload, task_id, owner, template)
             for (payload, task_id), template in zip(tasks, used, strict=True)
         ]
-        # Celery builds the first message; the others are copies of it, ~10 times
-        # cheaper (api_service.message_copies), unless it cannot be copied.
-        first = self._messages.commands_for(submissions[0])
-        others = copies(submissions[0], first, submissions[1:])
-        if others is None:
-            others = [self._messages.commands_for(submission) for submission in submissions[1:]]
         loop = asyncio.get_running_loop()
         group = [
-            _Waiting(
-                submission, _scheduled(submission, commands), known_for, loop.create_future(), True
+            _Waiting(submission, commands, known_for, loop.create_future(), True)
+            for submission, commands in zip(
+                submissions, self._commands_for(submissions), strict=True
             )
-            for submission, commands in zip(submissions, [first, *others], strict=True)
         ]
         # Shielded: a write begun runs to its end (records without messages would read
         # PENDING until they expire), even if the caller leaves meanwhile.
@@ -242,6 +238,9 @@ class Dispatcher:
                 del self._waiting[: self._max_batch]
                 for waiting in batch:
                     waiting.taken = True
+                built = self._commands_for([waiting.submission for waiting in batch])
+                for waiting, commands in zip(batch, built, strict=True):
+                    waiting.commands = commands
                 await self._write(batch)
         except asyncio.CancelledError:  # shutting down: nobody may hang
             _settle(batch + self._waiting, BackendUnavailable("the API is shutting down"))
@@ -253,6 +252,24 @@ class Dispatcher:
             self._waiting.clear()
         finally:
             self._writer = None
+
+    def _commands_for(self, submissions: Sequence[Submission]) -> list[list[BrokerCommand]]:
+        """Each submission's commands. Celery builds the first message of each task name;
+        the others are copies of it, ~10 times cheaper (api_service.message_copies),
+        unless it cannot be copied (docs/design.md, "Messages copied from Celery's")."""
+        built: list[list[BrokerCommand]] = [[] for _ in submissions]
+        by_name: dict[str, list[int]] = {}
+        for index, submission in enumerate(submissions):
+            by_name.setdefault(submission.task_name, []).append(index)
+        for first, *rest in by_name.values():
+            commands = self._messages.commands_for(submissions[first])
+            others = [submissions[index] for index in rest]
+            copied = copies(submissions[first], commands, others) if others else []
+            if copied is None:
+                copied = [self._messages.commands_for(submission) for submission in others]
+            for index, made in zip((first, *rest), (commands, *copied), strict=True):
+                built[index] = _scheduled(submissions[index], made)
+        return built
 
     async def _write(self, batch: Sequence[_Waiting]) -> None:
         submissions = [waiting.submission for waiting in batch]
