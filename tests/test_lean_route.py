@@ -6,13 +6,13 @@ import uuid
 from typing import Annotated, Any
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from api_service.errors import install_error_handlers
-from api_service.lean_route import LeanRoute
+from api_service.lean_route import LeanRoute, _plain_path_params
 
 
 class Mail(BaseModel):
@@ -53,6 +53,12 @@ def _app(route_class: type[APIRoute]) -> FastAPI:
         if item_id.int == 0:
             raise HTTPException(404, "none")
         return Accepted(id=str(item_id), count=0)
+
+    @router.get("/other/{item-id}")
+    async def get_aliased(
+        item_id: Annotated[int, Path(alias="item-id", ge=1)], who: Caller
+    ) -> Accepted:
+        return Accepted(id=who, count=item_id)
 
     app = FastAPI()
     install_error_handlers(app)
@@ -100,6 +106,9 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "get 404": {"method": "GET", "url": f"/item/{uuid.UUID(int=0)}", "headers": AUTH},
     "get bad id": {"method": "GET", "url": "/item/nope", "headers": AUTH},
     "get no key": {"method": "GET", "url": "/item/nope"},
+    "aliased path": {"method": "GET", "url": "/other/7", "headers": AUTH},
+    "aliased path too small": {"method": "GET", "url": "/other/0", "headers": AUTH},
+    "aliased path not a number": {"method": "GET", "url": "/other/x", "headers": AUTH},
     "wrong method": {"method": "PUT", "url": "/mail", "headers": AUTH},
 }
 
@@ -142,3 +151,14 @@ def test_dependency_overrides_are_refused_not_skipped() -> None:
         pytest.raises(RuntimeError, match="dependency_overrides"),
     ):
         client.get(f"/item/{uuid.uuid4()}", headers=AUTH)
+
+
+def test_plain_path_parameters_are_validated_by_their_fields_alone() -> None:
+    """The fast path of the status route (``_plain_path_params``) covers both GET
+    routes above, so their answers above came through it."""
+    app = _app(LeanRoute)
+    routes = [r for r in app.router.routes if isinstance(r, LeanRoute) and r.methods == {"GET"}]
+    assert len(routes) == 2
+    for route in routes:
+        assert _plain_path_params(route.dependant.path_params) is not None
+        assert route.get_route_handler().__qualname__ == "_lean_handler.<locals>.handler"

@@ -9,10 +9,11 @@ a status read that was a third of its instructions (docs/design.md, "API").
 
 ``LeanRoute.get_route_handler`` (FastAPI documents overriding it: "Custom Request and
 APIRoute class") keeps what these routes need, done with FastAPI's own functions:
-the body read and parsed as FastAPI does, the route's dependencies called, its path,
-header and body parameters validated by ``request_params_to_args`` and
-``request_body_to_args`` into the same errors, and the result serialised by the
-response model. A route it does not cover gets FastAPI's handler, decided when the
+the body read and parsed as FastAPI does, the route's dependencies called, its header
+and body parameters validated by ``request_params_to_args`` and
+``request_body_to_args`` into the same errors, its plain path parameters by their
+fields (what ``request_params_to_args`` comes to for them, without its per-request
+look at each annotation), and the result serialised by the response model. A route it does not cover gets FastAPI's handler, decided when the
 route is built; so does every request while FastAPI's telemetry is on.
 """
 
@@ -25,14 +26,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import HTTPException, Request, Response, params
+from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.routing import APIRoute
 from fastapi.telemetry import get_telemetry_data
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+_PathParam = tuple[str, str, tuple[str, str], ModelField]
 _Call = Callable[[Request], Coroutine[Any, Any, Any]]
 
 
@@ -98,6 +102,7 @@ def _lean_handler(route: APIRoute, standard: Handler) -> Handler:
     endpoint: Callable[..., Coroutine[Any, Any, Any]] = d.call  # type: ignore[assignment]
     dependencies: list[tuple[str, _Call]] = [(sub.name, sub.call) for sub in d.dependencies]  # type: ignore[misc]
     path_params, header_params, body_params = d.path_params, d.header_params, d.body_params
+    plain_path = _plain_path_params(path_params)
     embed = route._embed_body_fields
     request_name, response_name = d.request_param_name, d.response_param_name
     response_field = route.response_field
@@ -114,7 +119,16 @@ def _lean_handler(route: APIRoute, standard: Handler) -> Handler:
         for name, call in dependencies:
             values[name] = await call(request)
         errors: list[Any] = []
-        if path_params:
+        if plain_path is not None:
+            # request_params_to_args for plain path parameters: the route matched, so
+            # each is there, a string, validated by its field.
+            for name, alias, loc, field in plain_path:
+                value, problems = field.validate(request.path_params[alias], {}, loc=loc)
+                if problems:
+                    errors += problems
+                else:
+                    values[name] = value
+        elif path_params:
             found, problems = request_params_to_args(path_params, request.path_params)
             values.update(found)
             errors += problems
@@ -155,6 +169,25 @@ def _lean_handler(route: APIRoute, standard: Handler) -> Handler:
         return response
 
     return handler
+
+
+def _plain_path_params(fields: list[ModelField]) -> list[_PathParam] | None:
+    """Each path parameter's name, alias, error location and field, when every one is
+    a plain value (no alias to choose, no model, no sequence), which FastAPI's
+    ``request_params_to_args`` validates by its field alone; else None."""
+    plain: list[_PathParam] = []
+    for field in fields:
+        annotation = field.field_info.annotation
+        chosen = field.field_info.validation_alias
+        if (
+            not (chosen is None or isinstance(chosen, str))
+            or not isinstance(annotation, type)
+            or issubclass(annotation, BaseModel | list | tuple | set | frozenset | dict)
+        ):
+            return None
+        alias = chosen or field.alias  # the one name a path parameter is read by
+        plain.append((field.name, alias, ("path", alias), field))
+    return plain
 
 
 async def _read_body(request: Request) -> Any:

@@ -53,10 +53,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware)  # outermost: it counts the 413s too
     install_error_handlers(app)
-    # GET /task-status goes into the app's own route table rather than through
-    # include_router: FastAPI matches an included router's routes twice a request
-    # (docs/design.md, "Shortcuts kept, and what each saves").
-    app.router.routes.extend(tasks.router.routes)
+    # GET /task-status goes first into the app's own route table rather than through
+    # include_router: FastAPI matches an included router's routes twice a request, and
+    # /openapi.json and the docs' routes come before it otherwise (docs/design.md,
+    # "Shortcuts kept, and what each saves").
+    app.router.routes[:0] = tasks.router.routes
     app.include_router(emails.router)
     app.include_router(ops.router)
     app.include_router(batches.router)
