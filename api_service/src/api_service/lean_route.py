@@ -13,8 +13,9 @@ the body read and parsed as FastAPI does, the route's dependencies called, its h
 and body parameters validated by ``request_params_to_args`` and
 ``request_body_to_args`` into the same errors, its plain path parameters by their
 fields (what ``request_params_to_args`` comes to for them, without its per-request
-look at each annotation), and the result serialised by the response model. A route it does not cover gets FastAPI's handler, decided when the
-route is built; so does every request while FastAPI's telemetry is on.
+look at each annotation), and the result serialised by the response model. A route it
+does not cover gets FastAPI's handler, decided when the route is built; so does every
+request while FastAPI's telemetry is on.
 """
 
 from __future__ import annotations
