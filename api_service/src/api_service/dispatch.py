@@ -256,7 +256,7 @@ class Dispatcher:
     def _commands_for(self, submissions: Sequence[Submission]) -> list[list[BrokerCommand]]:
         """Each submission's commands. Celery builds the first message of each task name;
         the others are copies of it, ~10 times cheaper (api_service.message_copies),
-        unless it cannot be copied (docs/design.md, "Messages copied from Celery's")."""
+        unless it cannot be copied (docs/design.md, "Shortcuts kept, and what each saves")."""
         built: list[list[BrokerCommand]] = [[] for _ in submissions]
         by_name: dict[str, list[int]] = {}
         for index, submission in enumerate(submissions):

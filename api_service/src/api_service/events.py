@@ -2,7 +2,7 @@
 
 A cancel is decided at the API (api_service.cancel), so the API queues the event's
 ``webhook.deliver`` task by name, as the worker's email handler does for delivered and
-failed mails (docs/design.md, "Webhooks"). The event id is derived from the task, so a
+failed mails (docs/design.md, "Webhook events"). The event id is derived from the task, so a
 repeated announcement is one event to a receiver that remembers ``webhook-id``.
 """
 
